@@ -1,0 +1,5 @@
+/**
+ * @packageDocumentation
+ * Byzantine-robust aggregators and attack generators over Float32Array inputs.
+ */
+export {}

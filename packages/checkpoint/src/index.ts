@@ -1,0 +1,5 @@
+/**
+ * @packageDocumentation
+ * Lazy asynchronous multi-level checkpoints and the snapshot holder process.
+ */
+export {}

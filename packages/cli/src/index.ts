@@ -1,0 +1,5 @@
+/**
+ * @packageDocumentation
+ * The phalanx command: launch, coordinator, worker, status, checkpoint.
+ */
+export {}

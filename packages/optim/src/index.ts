@@ -1,0 +1,5 @@
+/**
+ * @packageDocumentation
+ * Outer / low-communication optimisers: DiLoCo, NoLoCo, gossip, local SGD.
+ */
+export {}

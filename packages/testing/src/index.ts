@@ -1,0 +1,5 @@
+/**
+ * @packageDocumentation
+ * Private: compliance suites (transport, aggregator, codec) and test harnesses.
+ */
+export {}

@@ -1,0 +1,5 @@
+/**
+ * @packageDocumentation
+ * TensorFlow.js bridge: backend ladder, fast wasm matmul, model <-> StateDict, datasets, reference models.
+ */
+export {}

@@ -1,0 +1,5 @@
+/**
+ * @packageDocumentation
+ * Phalanx transports: in-memory (./memory) and ZeroMQ with CURVE (./zmq).
+ */
+export {}

@@ -1,0 +1,5 @@
+/**
+ * @packageDocumentation
+ * The training-loop API users wrap their loop with.
+ */
+export {}
