@@ -1,5 +1,30 @@
 /**
  * @packageDocumentation
- * Membership, failure detection, epochs, per-step two-phase commit, elastic rescheduling, WAL state store.
+ * The elastic coordinator of Phalanx: membership and rendezvous, crash and hang detection, epochs
+ * and quorums, micro-batch scheduling with a constant global batch, the per-step two-phase commit,
+ * the write-ahead-log state store, and Prometheus metrics. Workers (`@phalanx/worker`) talk to it
+ * through an injected `Endpoint`; the protocol is described in docs/elastic.md.
+ *
+ * @example
+ * ```ts
+ * import { resolveConfig } from '@phalanx/core'
+ * import { createCoordinator, coordinatorInitFromConfig, createWalStateStore } from '@phalanx/coordinator'
+ *
+ * const config = resolveConfig({ job: { id: 'demo', minWorkers: 2, maxWorkers: 4, globalBatch: 64, microBatch: 8, steps: 100 } })
+ * const coordinator = createCoordinator(coordinatorInitFromConfig(config), { endpoint, store: createWalStateStore({ path: 'run/wal.log' }) })
+ * await coordinator.start()
+ * await coordinator.finished()
+ * await coordinator.stop()
+ * ```
  */
-export {}
+export {
+  createCoordinator, coordinatorInitFromConfig, runCoordinator,
+  type Coordinator, type CoordinatorComponents, type CoordinatorEvents, type CoordinatorInit, type CoordinatorStatus, type RecoveryRecord
+} from './coordinator.js'
+export { createFailureDetector, type FailureDetector, type FailureDetectorInit } from './failure-detector.js'
+export { createCoordinatorMetrics, startMetricsServer, type CoordinatorMetrics, type MetricsServer } from './metrics.js'
+export { assignMicroBatches, shardRange } from './schedule.js'
+export {
+  createMemoryStateStore, createWalStateStore, recoverState,
+  type AppendOptions, type RecoveredState, type StateStore, type StoredMember, type StoreRecord, type WalStateStoreInit
+} from './state-store.js'

@@ -1,0 +1,223 @@
+/**
+ * Checkpoint benchmark: trainer blocking per snapshot vs a plain synchronous save, step-time overhead
+ * with a snapshot every step, and restore time from the L0 holder (a separate process over ZeroMQ
+ * ipc) vs from the L2 disk store. Everything runs on the same state in one process run.
+ *
+ * Env: CKPT_STATE_MIB (default 64), CKPT_ITER (default 5), CKPT_STEPS (default 12).
+ */
+import { spawn } from 'node:child_process'
+import { closeSync, existsSync, fsyncSync, mkdtempSync, openSync, renameSync, rmSync, writeSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { createStateDict, type NamedTensor, type PinnedState, type StateDict } from '@phalanx/core'
+import { zmqTransport } from '@phalanx/transport/zmq'
+import { createCheckpointStore, createHolderClient, createSnapshotter, pinStateDict, type HolderClient } from '@phalanx/checkpoint'
+import { median, progress, writeBenchResult, type Metric } from '../report.js'
+
+const STATE_MIB = Number(process.env.CKPT_STATE_MIB ?? 64)
+const ITER = Number(process.env.CKPT_ITER ?? 5)
+const STEPS = Number(process.env.CKPT_STEPS ?? 12)
+const root = fileURLToPath(new URL('../../', import.meta.url))
+const scratch = mkdtempSync(join(tmpdir(), 'phx-bench-ckpt-'))
+const shmBase = existsSync('/dev/shm') ? '/dev/shm' : tmpdir()
+const slotDir = mkdtempSync(join(shmBase, 'phx-bench-holder-'))
+
+/** A state of `mib` MiB in 32 tensors of mixed sizes (a transformer-like spread). */
+function makeState (mib: number, step: number): StateDict {
+  const total = Math.floor((mib * 2 ** 20) / 4)
+  const weights = Array.from({ length: 32 }, (_, i) => 1 + (i % 4) * 3)
+  const sum = weights.reduce((a, b) => a + b, 0)
+  const tensors: NamedTensor[] = weights.map((w, i) => {
+    const n = Math.floor((total * w) / sum)
+    const data = new Float32Array(n)
+    for (let j = 0; j < n; j += 97) data[j] = (j % 1013) * 1e-3 + step
+    return { name: `block${i >> 2}/w${i & 3}`, shape: [n], dtype: 'float32', data }
+  })
+  return createStateDict(tensors, { step, epoch: 0 })
+}
+
+/** The tf bridge's kind of pin: a reference to immutable arrays, copied only when the drain reads. */
+function pinByReference (state: StateDict): PinnedState {
+  let tensors: readonly NamedTensor[] | undefined = state.tensors
+  return {
+    specs: state.tensors.map(({ name, shape, dtype }) => ({ name, shape, dtype })),
+    meta: structuredClone(state.meta),
+    async read (index, out) {
+      const t = tensors?.[index]
+      if (t === undefined) throw new Error('released')
+      out.set(t.data)
+    },
+    release () { tensors = undefined }
+  }
+}
+
+/** Plain synchronous save: serialise into a buffer, write, fsync, rename, fsync the directory. */
+function syncSave (state: StateDict, buf: Buffer, file: string): void {
+  let off = 0
+  for (const t of state.tensors) {
+    buf.set(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength), off)
+    off += t.data.byteLength
+  }
+  const fd = openSync(`${file}.tmp`, 'w')
+  for (let p = 0; p < off; p += 8 * 2 ** 20) writeSync(fd, buf, p, Math.min(8 * 2 ** 20, off - p), p)
+  fsyncSync(fd)
+  closeSync(fd)
+  renameSync(`${file}.tmp`, file)
+  const dfd = openSync(scratch, 'r')
+  fsyncSync(dfd)
+  closeSync(dfd)
+}
+
+/** A simulated training step: 6 multiply-add passes over the state into new arrays (as tf assigns new buffers). */
+function simulatedStep (state: StateDict): StateDict {
+  const tensors = state.tensors.map((t) => {
+    const out = new Float32Array(t.data.length)
+    const src = t.data
+    for (let pass = 0; pass < 6; pass++) {
+      const from = pass === 0 ? src : out
+      for (let i = 0; i < out.length; i++) out[i] = (from[i] as number) * 0.9999 + 1e-7
+    }
+    return { ...t, data: out }
+  })
+  return createStateDict(tensors, { ...state.meta, step: state.meta.step + 1 })
+}
+
+async function startHolder (address: string): Promise<{ stop: () => Promise<void> }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', join(root, 'packages/checkpoint/test/fixtures/holder.ts'), slotDir, address], { stdio: ['ignore', 'pipe', 'inherit'], cwd: root })
+  await new Promise<void>((resolve, reject) => {
+    child.stdout.on('data', (d: Buffer) => { if (d.toString().includes('ready')) resolve() })
+    child.once('exit', (code) => { reject(new Error(`holder exited with ${code}`)) })
+  })
+  return {
+    stop: async () => {
+      const exited = new Promise((resolve) => { child.once('exit', resolve) })
+      child.kill('SIGTERM')
+      await exited
+    }
+  }
+}
+
+async function main (): Promise<void> {
+  progress(`state ${STATE_MIB} MiB, ${ITER} iterations, ${STEPS} steps; scratch ${scratch}, slots ${slotDir}`)
+  const state = makeState(STATE_MIB, 1)
+  const bytes = state.tensors.reduce((a, t) => a + t.data.byteLength, 0)
+  const buf = Buffer.alloc(bytes)
+
+  // 1. Baseline: plain synchronous save.
+  const syncMs: number[] = []
+  for (let i = 0; i < ITER + 1; i++) {
+    const t0 = performance.now()
+    syncSave(state, buf, join(scratch, 'sync.bin'))
+    if (i > 0) syncMs.push(performance.now() - t0)
+  }
+  const sync = median(syncMs)
+  progress(`sync save median ${sync.toFixed(1)} ms`)
+
+  // 2. Lazy snapshots to the holder (another process, ZeroMQ ipc) and L2 every 2nd.
+  const address = `ipc://${join(scratch, 'holder.sock')}`
+  const holderProc = await startHolder(address)
+  const endpoint = await zmqTransport().open({ id: 'bench-trainer', job: 'fixture' })
+  const client: HolderClient = createHolderClient({ owner: 'rank-0', address, requestTimeoutMs: 60_000 }, { endpoint })
+  const store = createCheckpointStore({ dir: join(scratch, 'l2'), keep: 2 })
+  const snap = createSnapshotter({ l2Every: 2 }, { holder: client, store })
+  snap.start()
+  const captureMs: number[] = []
+  const sliceMs: number[] = []
+  const drainMs: number[] = []
+  const mainMs: number[] = []
+  const pinCopyMs: number[] = []
+  for (let i = 0; i < ITER + 1; i++) {
+    const before = snap.stats()
+    const s = makeStateView(state, i + 2)
+    const t0 = performance.now()
+    snap.capture(pinByReference(s))
+    const t1 = performance.now()
+    await snap.flush()
+    const after = snap.stats()
+    if (i > 0) {
+      captureMs.push(t1 - t0)
+      sliceMs.push(after.maxSliceMs)
+      drainMs.push(after.lastDrainMs)
+      mainMs.push(after.mainThreadMs - before.mainThreadMs)
+      const p0 = performance.now()
+      pinStateDict(s).release()
+      pinCopyMs.push(performance.now() - p0)
+    }
+  }
+  const stats = snap.stats()
+  progress(`capture ${median(captureMs).toFixed(3)} ms, max slice ${Math.max(...sliceMs).toFixed(2)} ms, drain ${median(drainMs).toFixed(0)} ms, main-thread ${median(mainMs).toFixed(1)} ms; l0 ${stats.l0} l2 ${stats.l2}`)
+
+  // 3. Restore: holder vs disk.
+  const holderRestore: number[] = []
+  const diskRestore: number[] = []
+  for (let i = 0; i < 3; i++) {
+    let t0 = performance.now()
+    await client.restore()
+    holderRestore.push(performance.now() - t0)
+    t0 = performance.now()
+    await store.restore()
+    diskRestore.push(performance.now() - t0)
+  }
+  progress(`restore holder ${median(holderRestore).toFixed(0)} ms, disk ${median(diskRestore).toFixed(0)} ms`)
+
+  // 4. Step-time overhead with a snapshot every step (simulated CPU-bound step over the same state).
+  const runSteps = async (withSnapshots: boolean): Promise<number> => {
+    let s = state
+    const t0 = performance.now()
+    for (let i = 0; i < STEPS; i++) {
+      s = simulatedStep(s)
+      if (withSnapshots) snap.capture(pinByReference(s))
+      // Yield once per step, as an async training loop does (data loading, awaits on the backend).
+      await new Promise<void>((resolve) => { setImmediate(resolve) })
+    }
+    const ms = (performance.now() - t0) / STEPS
+    await snap.flush()
+    return ms
+  }
+  await runSteps(false)
+  const baseStep: number[] = []
+  const snapStep: number[] = []
+  const beforeSteps = snap.stats()
+  for (let r = 0; r < 2; r++) {
+    baseStep.push(await runSteps(false))
+    snapStep.push(await runSteps(true))
+  }
+  const afterSteps = snap.stats()
+  const stepBase = Math.min(...baseStep)
+  const stepSnap = Math.min(...snapStep)
+  progress(`step ${stepBase.toFixed(1)} ms → ${stepSnap.toFixed(1)} ms with snapshots (${afterSteps.captured - beforeSteps.captured} taken, ${afterSteps.skipped - beforeSteps.skipped} skipped)`)
+
+  await snap.stop()
+  await endpoint.close({ lingerMs: 0 })
+  await holderProc.stop()
+
+  const blocking = median(captureMs) + Math.max(...sliceMs)
+  const metrics: Record<string, Metric> = {
+    sync_save_ms: { value: sync, unit: 'ms', target: null, better: 'lower' },
+    capture_ms: { value: median(captureMs), unit: 'ms', target: null, better: 'lower' },
+    max_event_loop_block_ms: { value: Math.max(...sliceMs), unit: 'ms', target: null, better: 'lower' },
+    blocking_ratio: { value: blocking / sync, unit: 'x sync save', target: 0.02, better: 'lower' },
+    drain_main_thread_ratio: { value: median(mainMs) / sync, unit: 'x sync save', target: null, better: 'lower' },
+    drain_wall_ms: { value: median(drainMs), unit: 'ms', target: null, better: 'lower' },
+    pin_state_dict_copy_ms: { value: median(pinCopyMs), unit: 'ms', target: null, better: 'lower' },
+    restore_holder_ms: { value: median(holderRestore), unit: 'ms', target: 1000, better: 'lower' },
+    restore_disk_ms: { value: median(diskRestore), unit: 'ms', target: null, better: 'lower' },
+    step_ms_baseline: { value: stepBase, unit: 'ms', target: null, better: 'lower' },
+    step_overhead_pct: { value: ((stepSnap - stepBase) / stepBase) * 100, unit: '%', target: 3.5, better: 'lower' },
+    snapshots_skipped_per_step: { value: (afterSteps.skipped - beforeSteps.skipped) / (2 * STEPS), unit: 'fraction', target: null, better: 'lower' }
+  }
+  writeBenchResult('checkpoint', metrics, { stateMiB: STATE_MIB, iterations: ITER, steps: STEPS, step: 'simulated: 6 multiply-add passes over the state into new arrays (tf bridge not used)' })
+}
+
+/** Same arrays, new step number: a pin of an unchanged state. */
+function makeStateView (state: StateDict, step: number): StateDict {
+  return createStateDict(state.tensors, { ...state.meta, step })
+}
+
+try {
+  await main()
+} finally {
+  rmSync(scratch, { recursive: true, force: true })
+  rmSync(slotDir, { recursive: true, force: true })
+}

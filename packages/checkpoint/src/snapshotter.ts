@@ -1,0 +1,270 @@
+import {
+  ClosedError, InvalidParametersError, componentLogger, raceSignal, systemClock,
+  type AbortOptions, type Clock, type Logger, type PinnedState
+} from '@phalanx/core'
+import { DEFAULT_CHUNK_BYTES, layoutOf, planShard, writeShardPreamble, type ShardEntry } from './format.js'
+import { createChecksumWorker, type ChecksumWorker } from './checksum-worker.js'
+import type { CheckpointInfo, CheckpointStore, ShardImage } from './store.js'
+
+/** Where the L0 tier of a snapshot goes (the snapshot holder client implements it). */
+export interface SnapshotSink {
+  /** Stores a staged snapshot image; resolves once it is committed on the other side. */
+  put(image: ShardImage, options?: AbortOptions): Promise<void>
+}
+
+/** Tunables of {@link createSnapshotter}. */
+export interface SnapshotterInit {
+  /**
+   * Every Nth completed snapshot also goes to the L2 store (0: never).
+   * @default 10
+   */
+  l2Every?: number
+  /**
+   * Size of a checksummed chunk, bytes (at most 8 MiB so a chunk fits a wire frame).
+   * @default 4 MiB
+   */
+  chunkBytes?: number
+  /**
+   * Largest overhead, as a fraction of wall time, the snapshot drains may cost: a capture arriving
+   * sooner than `lastDrainMs / overheadBudget` after the previous one is skipped (CheckFreq's
+   * adaptive interval). Undefined: only skip while a drain is in flight.
+   */
+  overheadBudget?: number
+  /**
+   * Compute checksums in a worker thread (staging lives in a SharedArrayBuffer).
+   * @default true
+   */
+  checksumWorker?: boolean
+}
+
+/** Collaborators of {@link createSnapshotter}. */
+export interface SnapshotterComponents {
+  /** L0 sink: the snapshot holder of this host. */
+  holder?: SnapshotSink
+  /** L2 sink: a durable store; this process commits its snapshots as single-rank checkpoints. */
+  store?: CheckpointStore
+  /** @default silent */
+  logger?: Logger
+  /** @default the system clock */
+  clock?: Clock
+}
+
+/** What {@link Snapshotter.capture} decided. */
+export interface CaptureResult {
+  /** False when the snapshot was skipped (the pinned state is released at once). */
+  readonly accepted: boolean
+  readonly step: number
+  /** Why it was skipped: a drain still in flight, or the overhead budget. */
+  readonly reason?: 'busy' | 'budget'
+}
+
+/** Counters of a {@link Snapshotter}. */
+export interface SnapshotterStats {
+  captured: number
+  skipped: number
+  completed: number
+  failed: number
+  /** Snapshots committed by the L0 holder. */
+  l0: number
+  /** Snapshots committed to the L2 store. */
+  l2: number
+  /** Step of the last snapshot that reached at least one sink. */
+  lastStep: number | undefined
+  /** Wall time of the last drain, ms. */
+  lastDrainMs: number
+  /** Longest synchronous stretch of a drain on the caller's thread (one tensor copy), ms. */
+  maxSliceMs: number
+  /** Total time drains ran on the caller's thread (copies and bookkeeping), ms. */
+  mainThreadMs: number
+  /** Total time spent inside {@link Snapshotter.capture}, ms. */
+  captureMs: number
+}
+
+/** Result of one drained snapshot. */
+export interface SnapshotOutcome {
+  readonly step: number
+  readonly l0: boolean
+  readonly l2?: CheckpointInfo
+}
+
+/**
+ * Lazy asynchronous snapshots. {@link capture} takes a pinned state and returns at once; a background
+ * drain copies it tensor by tensor into a preallocated double-buffered staging pool (yielding to the
+ * event loop between tensors), checksums it in a worker thread, and hands it to the L0 holder and,
+ * every `l2Every`th time, to the L2 store. A capture that arrives while a drain is in flight is skipped
+ * and counted: the trainer never waits.
+ */
+export interface Snapshotter extends AsyncDisposable {
+  /** Starts the checksum thread ahead of the first capture. Idempotent. */
+  start(options?: AbortOptions): void
+  /** Accepts or skips a snapshot of `pinned`. Never blocks on I/O. */
+  capture(pinned: PinnedState): CaptureResult
+  /** Resolves when the drain in flight (if any) finished, with its outcome. */
+  flush(options?: AbortOptions): Promise<SnapshotOutcome | undefined>
+  stats(): SnapshotterStats
+  /** Aborts the drain in flight, releases its pinned state and stops the thread. Idempotent. */
+  stop(options?: AbortOptions): Promise<void>
+}
+
+const MAX_CHUNK = 8 * 1024 * 1024
+
+/** Creates a {@link Snapshotter}. */
+export function createSnapshotter (init: SnapshotterInit = {}, components: SnapshotterComponents = {}): Snapshotter {
+  const l2Every = init.l2Every ?? 10
+  const chunkBytes = init.chunkBytes ?? DEFAULT_CHUNK_BYTES
+  if (!Number.isInteger(chunkBytes) || chunkBytes < 64 || chunkBytes % 64 !== 0 || chunkBytes > MAX_CHUNK) throw new InvalidParametersError('chunkBytes must be a multiple of 64 of at most 8 MiB')
+  if (init.overheadBudget !== undefined && !(init.overheadBudget > 0 && init.overheadBudget <= 1)) throw new InvalidParametersError('overheadBudget must be in (0, 1]')
+  const useWorker = init.checksumWorker ?? true
+  const log = componentLogger(components.logger, 'snapshotter')
+  const clock = components.clock ?? systemClock()
+  const now = (): number => performance.now()
+
+  let crcWorker: ChecksumWorker | undefined
+  // Two staging images: the one a sink may still be reading (zero-copy sends) and the one being filled.
+  const staging: Array<Uint8Array | undefined> = [undefined, undefined]
+  let nextStaging = 0
+  let inflight: Promise<SnapshotOutcome | undefined> | undefined
+  let controller: AbortController | undefined
+  let lastAcceptedAt = Number.NEGATIVE_INFINITY
+  let completedCount = 0
+  let stopped = false
+  const stats: SnapshotterStats = { captured: 0, skipped: 0, completed: 0, failed: 0, l0: 0, l2: 0, lastStep: undefined, lastDrainMs: 0, maxSliceMs: 0, mainThreadMs: 0, captureMs: 0 }
+
+  const acquire = (bytes: number): Uint8Array => {
+    const i = nextStaging
+    nextStaging = 1 - nextStaging
+    let buf = staging[i]
+    if (buf === undefined || buf.byteLength < bytes) {
+      // Grow with headroom so a slightly larger state does not reallocate every time.
+      const size = Math.ceil((bytes * 1.125) / 4096) * 4096
+      buf = new Uint8Array(useWorker ? new SharedArrayBuffer(size) : new ArrayBuffer(size))
+      staging[i] = buf
+    }
+    return buf.subarray(0, bytes)
+  }
+
+  const yieldLoop = async (): Promise<void> => { await new Promise<void>((resolve) => { setImmediate(resolve) }) }
+
+  const drain = async (pinned: PinnedState, signal: AbortSignal): Promise<SnapshotOutcome | undefined> => {
+    const started = now()
+    let sliceStart = started
+    const slice = (): void => {
+      const ms = now() - sliceStart
+      stats.mainThreadMs += ms
+      if (ms > stats.maxSliceMs) stats.maxSliceMs = ms
+    }
+    const step = pinned.meta.step
+    try {
+      const layout = layoutOf(pinned.specs)
+      const plan = planShard({ rank: 0, worldSize: 1, meta: pinned.meta, layout, pieces: layout.map((l) => ({ name: l.name, tensorOffset: 0, length: l.shape.reduce((a, b) => a * b, 1) })) })
+      const image = acquire(plan.totalBytes)
+      writeShardPreamble(image, plan)
+      slice()
+      for (let i = 0; i < plan.header.entries.length; i++) {
+        await yieldLoop()
+        if (signal.aborted) return undefined
+        sliceStart = now()
+        const e = plan.header.entries[i] as ShardEntry
+        const at = plan.dataStart + e.offset
+        await pinned.read(i, new Float32Array(image.buffer, image.byteOffset + at, e.length))
+        const next = plan.header.entries[i + 1]
+        // Zero the alignment padding: staging is reused, stale bytes would make files differ run to run.
+        image.fill(0, at + e.length * 4, next === undefined ? plan.totalBytes : plan.dataStart + next.offset)
+        slice()
+      }
+      pinned.release()
+      crcWorker ??= createChecksumWorker()
+      const crcs = await crcWorker.crcs(image, chunkBytes, { signal })
+      const shard: ShardImage = { header: plan.header, dataStart: plan.dataStart, bytes: image, chunkBytes, crcs }
+      let l0 = false
+      let l2: CheckpointInfo | undefined
+      if (components.holder !== undefined) {
+        try {
+          await components.holder.put(shard, { signal })
+          l0 = true
+          stats.l0++
+        } catch (err) {
+          if (signal.aborted) return undefined
+          log.error({ step, err: { name: (err as Error).name, message: (err as Error).message } }, 'L0 snapshot to the holder failed')
+        }
+      }
+      const store = components.store
+      if (store !== undefined && l2Every > 0 && (completedCount + 1) % l2Every === 0) {
+        try {
+          await store.writeShardImage(step, shard, { signal })
+          l2 = await store.commit(step, { worldSize: 1, signal })
+          stats.l2++
+        } catch (err) {
+          if (signal.aborted) return undefined
+          log.error({ step, err: { name: (err as Error).name, message: (err as Error).message } }, 'L2 checkpoint failed')
+        }
+      }
+      completedCount++
+      stats.lastDrainMs = now() - started
+      if (l0 || l2 !== undefined) { stats.completed++; stats.lastStep = step } else stats.failed++
+      log.debug({ step, l0, l2: l2?.id, ms: stats.lastDrainMs }, 'snapshot drained')
+      return l2 === undefined ? { step, l0 } : { step, l0, l2 }
+    } catch (err) {
+      if (signal.aborted) return undefined
+      stats.failed++
+      log.error({ step, err: { name: (err as Error).name, message: (err as Error).message } }, 'snapshot drain failed')
+      return undefined
+    } finally {
+      pinned.release()
+    }
+  }
+
+  const api: Snapshotter = {
+    start () {
+      if (stopped) throw new ClosedError('Snapshotter is stopped')
+      if (useWorker) crcWorker ??= createChecksumWorker()
+    },
+    capture (pinned) {
+      const t0 = now()
+      try {
+        const step = pinned.meta.step
+        if (stopped) {
+          pinned.release()
+          throw new ClosedError('Snapshotter is stopped')
+        }
+        if (inflight !== undefined) {
+          stats.skipped++
+          pinned.release()
+          return { accepted: false, step, reason: 'busy' }
+        }
+        const at = clock.now()
+        if (init.overheadBudget !== undefined && at - lastAcceptedAt < stats.lastDrainMs / init.overheadBudget) {
+          stats.skipped++
+          pinned.release()
+          return { accepted: false, step, reason: 'budget' }
+        }
+        lastAcceptedAt = at
+        stats.captured++
+        const c = new AbortController()
+        controller = c
+        const p = drain(pinned, c.signal).finally(() => { if (inflight === p) { inflight = undefined; controller = undefined } })
+        inflight = p
+        return { accepted: true, step }
+      } finally {
+        stats.captureMs += now() - t0
+      }
+    },
+    async flush (options = {}) {
+      const p = inflight
+      if (p === undefined) return undefined
+      return await raceSignal(p, options.signal)
+    },
+    stats: () => ({ ...stats }),
+    async stop () {
+      if (stopped) return
+      stopped = true
+      controller?.abort()
+      await inflight
+      await crcWorker?.close()
+      staging[0] = undefined
+      staging[1] = undefined
+    },
+    async [Symbol.asyncDispose] () { await api.stop() }
+  }
+  return api
+}

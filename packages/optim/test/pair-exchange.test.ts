@@ -1,0 +1,192 @@
+import { createFakeClock, type Endpoint, type MessageHandler } from '@phalanx/core'
+import { createMemoryNetwork, memoryTransport } from '@phalanx/transport/memory'
+import { afterEach, describe, expect, it } from 'vitest'
+import { applyOuterStep, createOuterOptimizer, pairFor, type OuterOptimizer, type OuterSpecInput } from '../src/index.js'
+
+function rand (n: number, seed: number): Float32Array {
+  let s = seed >>> 0
+  const out = new Float32Array(n)
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0
+    out[i] = s / 4294967296 - 0.5
+  }
+  return out
+}
+
+/** Wraps an endpoint so the test learns when a handler of `type` has run (the event to act on). */
+function tapHandler (ep: Endpoint, onHandled: () => void): Endpoint {
+  return new Proxy(ep, {
+    get (target, key) {
+      if (key === 'handle') {
+        return (type: string, handler: MessageHandler) => target.handle(type, async (env, o) => {
+          const out = await handler(env, o)
+          onHandled()
+          return out
+        })
+      }
+      const v: unknown = Reflect.get(target, key, target)
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v
+    }
+  })
+}
+
+const cleanup: Array<() => Promise<void>> = []
+afterEach(async () => {
+  for (const c of cleanup.splice(0).reverse()) await c()
+})
+
+const SIZE = 64
+const SEED = 11
+
+interface Cluster {
+  ids: string[]
+  endpoints: Endpoint[]
+  opts: OuterOptimizer[]
+}
+
+async function cluster (n: number, spec: OuterSpecInput, initial: Float32Array, wrap: (i: number, ep: Endpoint) => Endpoint = (_i, ep) => ep,
+  clock = createFakeClock(), exchangeTimeoutMs = 10_000): Promise<Cluster> {
+  const transport = memoryTransport({ network: createMemoryNetwork() })
+  const ids = Array.from({ length: n }, (_, i) => `r${i}`)
+  const endpoints: Endpoint[] = []
+  for (const id of ids) {
+    const ep = await transport.open({ id, job: 'optim-test' })
+    endpoints.push(ep)
+    cleanup.push(async () => { await ep.close({ lingerMs: 0 }) })
+  }
+  for (const ep of endpoints) for (const other of endpoints) if (other !== ep) ep.connect(other.id, other.address)
+  const opts = endpoints.map((ep, i) => {
+    const o = createOuterOptimizer({ spec, initial, members: ids, seed: SEED, exchangeTimeoutMs }, { endpoint: wrap(i, ep), clock })
+    o.start()
+    cleanup.push(async () => { await o.stop() })
+    return o
+  })
+  return { ids, endpoints, opts }
+}
+
+describe('pair exchange over the memory transport', () => {
+  it('NoLoCo: 8 replicas each step towards their pair mean from their own anchor, one round, P floats sent', async () => {
+    const n = 8
+    const initial = rand(SIZE, 1)
+    const { opts } = await cluster(n, { preset: 'noloco', interval: 1 }, initial)
+    const anchors = Array.from({ length: n }, () => initial.slice())
+    const momenta = Array.from({ length: n }, () => new Float32Array(SIZE))
+    for (let r = 0; r < 3; r++) {
+      const thetas = Array.from({ length: n }, (_, i) => rand(SIZE, 1000 * r + i + 7))
+      const { partners } = pairFor(r, SEED, n)
+      for (let i = 0; i < n; i++) {
+        applyOuterStep({ alpha: 0.7, momentum: 0.5, kind: 'heavy-ball' }, anchors[i] as Float32Array, momenta[i] as Float32Array,
+          thetas[i] as Float32Array, thetas[partners[i] as number] as Float32Array)
+      }
+      const work = thetas.map((t) => t.slice())
+      const reports = await Promise.all(opts.map(async (o, i) => await o.sync(work[i] as Float32Array)))
+      for (let i = 0; i < n; i++) {
+        expect(reports[i]).toMatchObject({ round: r, mode: 'group', partner: `r${partners[i] as number}`, rounds: 1, bytesSent: SIZE * 4 })
+        expect(work[i]).toEqual(anchors[i])
+      }
+    }
+    for (const o of opts) expect(o.metrics()).toMatchObject({ syncs: 3, fallbacks: 0, rounds: 3, bytesSent: 3 * SIZE * 4, bytesReceived: 3 * SIZE * 4 })
+    // Per-replica anchors: after pair steps the replicas are not all identical.
+    expect(opts[0]?.exportState().tensors[0]?.data).not.toEqual(opts[1]?.exportState().tensors[0]?.data)
+  })
+
+  it('gossip (alpha 1, mu 0) makes both partners exactly equal to their average', async () => {
+    const n = 4
+    const { opts } = await cluster(n, { preset: 'gossip', interval: 1 }, new Float32Array(SIZE))
+    const thetas = Array.from({ length: n }, (_, i) => rand(SIZE, i + 3))
+    const work = thetas.map((t) => t.slice())
+    await Promise.all(opts.map(async (o, i) => await o.sync(work[i] as Float32Array)))
+    for (const [a, b] of pairFor(0, SEED, n).pairs) {
+      const mean = new Float32Array(SIZE)
+      for (let k = 0; k < SIZE; k++) mean[k] = ((thetas[a] as Float32Array)[k] as number + ((thetas[b] as Float32Array)[k] as number)) / 2
+      expect(work[a]).toEqual(mean)
+      expect(work[b]).toEqual(mean)
+    }
+  })
+
+  it('a replica closed mid-exchange does not block the others: its partner falls back, the rest continue', async () => {
+    const n = 8
+    const victim = 5
+    const partner = pairFor(0, SEED, n).partners[victim] as number
+    let victimGotWeights!: () => void
+    const received = new Promise<void>((resolve) => { victimGotWeights = resolve })
+    const initial = rand(SIZE, 2)
+    const { ids, endpoints, opts } = await cluster(n, { preset: 'noloco', interval: 1 }, initial,
+      (i, ep) => i === victim ? tapHandler(ep, () => { victimGotWeights() }) : ep)
+    const work = Array.from({ length: n }, (_, i) => rand(SIZE, i + 20))
+    // Everyone but the victim enters the exchange; the victim receives its partner's weights, then dies.
+    const syncs = opts.map(async (o, i) => i === victim ? undefined : await o.sync(work[i] as Float32Array))
+    await received
+    await (endpoints[victim] as Endpoint).close({ lingerMs: 0 })
+    const reports = await Promise.all(syncs)
+    for (let i = 0; i < n; i++) {
+      if (i === victim) continue
+      if (i === partner) expect(reports[i]).toMatchObject({ mode: 'fallback', reason: 'PeerUnreachableError' })
+      else expect(reports[i]).toMatchObject({ mode: 'group' })
+    }
+    expect(opts[partner]?.metrics().fallbacks).toBe(1)
+    // The fallback is a local outer step: towards the replica's own weights.
+    const expected = initial.slice()
+    applyOuterStep({ alpha: 0.7, momentum: 0.5, kind: 'heavy-ball' }, expected, new Float32Array(SIZE), rand(SIZE, partner + 20))
+    expect(work[partner]).toEqual(expected)
+
+    // The coordinator drops the victim; the 7 survivors keep going (one sits out each round).
+    const survivors = ids.filter((_, i) => i !== victim)
+    const alive = opts.filter((_, i) => i !== victim)
+    await opts[victim]?.stop()
+    for (const o of alive) {
+      expect(o.round).toBe(1)
+      o.setMembers(survivors)
+    }
+    const next = await Promise.all(alive.map(async (o, i) => await o.sync(rand(SIZE, i + 40))))
+    expect(next.filter((r) => r.mode === 'local')).toHaveLength(1)
+    expect(next.filter((r) => r.mode === 'group')).toHaveLength(6)
+    expect(alive.reduce((s, o) => s + o.metrics().sitOuts, 0)).toBe(1)
+  })
+
+  it('a stalled partner costs at most the exchange deadline, then a local step', async () => {
+    const clock = createFakeClock()
+    const { opts } = await cluster(2, { preset: 'noloco', interval: 1 }, new Float32Array(SIZE), undefined, clock, 500)
+    const pending = (opts[0] as OuterOptimizer).sync(rand(SIZE, 1))
+    // Wait (bounded) until the exchange armed its deadline, then let it pass; the partner never syncs.
+    for (let i = 0; i < 1000 && clock.pending() === 0; i++) await new Promise((resolve) => { setImmediate(resolve) })
+    expect(clock.pending()).toBe(1)
+    clock.advance(500)
+    await expect(pending).resolves.toMatchObject({ mode: 'fallback', reason: 'TimeoutError', bytesSent: SIZE * 4 })
+  })
+
+  it('a partner that died before the round fails fast, without waiting for the deadline', async () => {
+    const clock = createFakeClock()
+    const { endpoints, opts } = await cluster(2, { preset: 'gossip', interval: 1 }, new Float32Array(SIZE), undefined, clock, 60_000)
+    await opts[1]?.stop()
+    await (endpoints[1] as Endpoint).close({ lingerMs: 0 })
+    const theta = rand(SIZE, 3)
+    const expected = theta.slice()
+    // The fake clock is never advanced: only the failed send can end this exchange.
+    await expect((opts[0] as OuterOptimizer).sync(theta)).resolves.toMatchObject({ mode: 'fallback', reason: 'PeerUnreachableError', bytesSent: 0 })
+    expect(theta).toEqual(expected)
+    expect(opts[0]?.metrics()).toMatchObject({ fallbacks: 1, syncs: 1 })
+  })
+
+  it('stop() aborts an exchange in flight', async () => {
+    const clock = createFakeClock()
+    const { opts } = await cluster(2, { preset: 'noloco', interval: 1 }, new Float32Array(SIZE), undefined, clock, 60_000)
+    const pending = (opts[0] as OuterOptimizer).sync(rand(SIZE, 1))
+    await opts[0]?.stop()
+    await expect(pending).rejects.toMatchObject({ name: 'AbortError' })
+    expect(clock.pending()).toBe(0)
+  })
+
+  it('refuses weights from a replica that is not this round\'s partner, or of the wrong size', async () => {
+    const n = 4
+    const { endpoints, opts } = await cluster(n, { preset: 'noloco', interval: 1 }, new Float32Array(SIZE))
+    const partners = pairFor(0, SEED, n).partners
+    const stranger = [1, 2, 3].find((j) => partners[0] !== j) as number
+    const message = { type: 'outer-exchange', step: 0, tensors: [{ name: 'theta', shape: [SIZE], dtype: 'float32' as const, data: new Float32Array(SIZE) }] }
+    await expect((endpoints[0] as Endpoint).request(`r${stranger}`, message)).rejects.toMatchObject({ name: 'InvalidParametersError' })
+    const wrongSize = { ...message, tensors: [{ name: 'theta', shape: [3], dtype: 'float32' as const, data: new Float32Array(3) }] }
+    await expect((endpoints[0] as Endpoint).request(`r${partners[0] as number}`, wrongSize))
+      .rejects.toMatchObject({ name: 'LayoutMismatchError' })
+    expect(opts[stranger]?.metrics().rejected).toBe(1)
+  })
+})
