@@ -57,7 +57,7 @@ async function measure (backend) {
   const model = mlp(3)
   const opt = tf.train.sgd(0.05)
   const x = tf.randomUniform([128, 784], 0, 1, 'float32', 4)
-  const y = tf.oneHot(tf.randomUniform([128], 0, 10, 'int32', 5), 10).toFloat()
+  const y = tf.cast(tf.oneHot(tf.randomUniform([128], 0, 10, 'int32', 5), 10), 'float32')
   const times = []
   for (let i = 0; i < 25; i++) {
     const t0 = performance.now()

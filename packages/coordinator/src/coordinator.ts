@@ -119,8 +119,8 @@ export interface RecoveryRecord {
 export interface CoordinatorEvents {
   /** A new epoch was published. */
   quorum: (event: { epoch: number, step: number, active: boolean, members: string[], assignment: number[], reason: string }) => void
-  /** A step was committed (after its record was durable). */
-  commit: (event: { step: number, epoch: number, cursor: number }) => void
+  /** A step was committed (after its record was durable). `loss`: mean micro-batch loss, when every member reported one. */
+  commit: (event: { step: number, epoch: number, cursor: number, loss?: number }) => void
   /** Members were suspected and removed. */
   suspect: (event: { peers: string[], reason: string, epoch: number }) => void
   /** A recovery finished with its first commit. */
@@ -139,6 +139,8 @@ export interface CoordinatorStatus {
   cursor: number
   members: Array<{ id: string, rank: number, microBatches: number, committed: number, phase: WorkerPhase }>
   waiting: string[]
+  /** Mean training loss of the last committed step, when every member reported one. */
+  loss?: number
 }
 
 /**
@@ -247,6 +249,7 @@ export function createCoordinator (init: CoordinatorInit, components: Coordinato
   let epoch = 0
   let committed = 0
   let cursor = 0
+  let lastLoss: number | undefined
   let size: number | undefined
   let active = false
   let members: Member[] = []
@@ -460,14 +463,25 @@ export function createCoordinator (init: CoordinatorInit, components: Coordinato
         m.speed = m.speed === undefined ? s : 0.7 * m.speed + 0.3 * s
       }
     }
+    // Mean over micro-batches: each vote's loss is its worker's mean, weighted by how many it computed.
+    let lossSum = 0
+    let lossCount = 0
+    for (const m of members) {
+      const v = votes.get(m.id)
+      if (v?.loss === undefined) { lossCount = 0; break }
+      lossSum += v.loss * v.microBatches
+      lossCount += v.microBatches
+    }
+    const loss = lossCount > 0 ? lossSum / lossCount : undefined
+    lastLoss = loss
     closeRecovery()
     votes.clear()
-    emit('commit', { step, epoch, cursor })
+    emit('commit', loss === undefined ? { step, epoch, cursor } : { step, epoch, cursor, loss })
     const ids = members.map((m) => m.id)
     if (committed >= init.steps) {
       phase = 'done'
       updateGauges()
-      await sendTo(ids, { type: ElasticMessage.commit, epoch, step, body: { step, epoch, cursor } })
+      await sendTo(ids, { type: ElasticMessage.commit, epoch, step, body: { step, epoch, cursor, ...(loss === undefined ? {} : { loss }) } })
       await sendTo(ids, { type: ElasticMessage.done, epoch, step: committed, body: { committed } })
       log.info({ committed, epoch }, 'job done')
       finishedResult = { committed, epoch }
@@ -490,7 +504,7 @@ export function createCoordinator (init: CoordinatorInit, components: Coordinato
     }
     stepStartedAt = now
     updateGauges()
-    await sendTo(ids, { type: ElasticMessage.commit, epoch, step, body: newAssignment === undefined ? { step, epoch, cursor } : { step, epoch, cursor, assignment } })
+    await sendTo(ids, { type: ElasticMessage.commit, epoch, step, body: { step, epoch, cursor, ...(newAssignment === undefined ? {} : { assignment }), ...(loss === undefined ? {} : { loss }) } })
     if (admissible) await reconfigure('join')
     await maybeCompact()
   }
@@ -691,7 +705,8 @@ export function createCoordinator (init: CoordinatorInit, components: Coordinato
       committed,
       cursor,
       members: members.map((m, rank) => ({ id: m.id, rank, microBatches: assignment[rank] ?? 0, committed: m.committed, phase: m.phase })),
-      waiting: [...waiting.keys()]
+      waiting: [...waiting.keys()],
+      ...(lastLoss === undefined ? {} : { loss: lastLoss })
     }),
     recoveries: () => records.map((r) => ({ ...r, peers: [...r.peers] })),
     async evict (peer, reason = 'evicted') {

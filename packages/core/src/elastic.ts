@@ -143,7 +143,9 @@ export const readyBodySchema = z.object({
   /** Micro-batches it computed. */
   microBatches: count,
   /** Milliseconds spent healing before this step, when it healed. */
-  healMs: z.number().nonnegative().optional()
+  healMs: z.number().nonnegative().optional(),
+  /** Mean training loss of the micro-batches this worker computed (the coordinator weights it by {@link microBatches}). */
+  loss: z.number().optional()
 }).strict()
 /** Body of `ready`. */
 export type ReadyBody = z.infer<typeof readyBodySchema>
@@ -155,7 +157,9 @@ export const commitBodySchema = z.object({
   /** Global sample cursor after the step. */
   cursor: count,
   /** A new micro-batch assignment for the following steps (rebalanced by measured speed). */
-  assignment: z.array(count).max(4096).optional()
+  assignment: z.array(count).max(4096).optional(),
+  /** Mean training loss of the step over all its micro-batches, when every member reported one. */
+  loss: z.number().optional()
 }).strict()
 /** Body of `commit`. */
 export type CommitBody = z.infer<typeof commitBodySchema>

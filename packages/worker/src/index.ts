@@ -4,7 +4,9 @@
  * yields the steps it must train (with the fixed, sample-indexed micro-batches assigned to it),
  * runs the sharded reduce of the gradients it is handed with its peers, and tells the user when a
  * step is committed everywhere. It heals itself from peers when it joins late or falls behind.
- * See docs/elastic.md.
+ * {@link train} is the high-level form: it drives a TensorFlow.js model and optimiser through
+ * `@phalanx/tfjs` (gradients per micro-batch, update on commit, healing of weights and optimiser
+ * slots). See docs/elastic.md.
  *
  * @example
  * ```ts
@@ -23,6 +25,10 @@
  */
 export {
   createWorker, workerInitFromConfig,
-  type MicroBatch, type StateHooks, type TrainingStep, type Worker, type WorkerComponents, type WorkerEvents, type WorkerInit, type WorkerStatus
+  type MicroBatch, type ReduceOptions, type StateHooks, type TrainingStep, type Worker, type WorkerComponents, type WorkerEvents, type WorkerInit, type WorkerStatus
 } from './worker.js'
 export { createSampleOrder, type SampleOrder } from './sample-order.js'
+export {
+  createTrainer, train,
+  type EvaluateContext, type SampleDataset, type StepReport, type TrainComponents, type Trainer, type TrainerEvents, type TrainSpec, type TrainSummary
+} from './train.js'

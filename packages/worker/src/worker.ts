@@ -88,6 +88,12 @@ export interface MicroBatch {
   readonly end: number
 }
 
+/** Options of {@link TrainingStep.reduce}. */
+export interface ReduceOptions extends AbortOptions {
+  /** Mean training loss of this worker's micro-batches, reported with its vote (ignored unless finite). */
+  loss?: number
+}
+
 /** One training step handed to user code. */
 export interface TrainingStep {
   /** Step number (committed steps before it). */
@@ -103,7 +109,7 @@ export interface TrainingStep {
    * length `size`) and resolves with the aggregated gradient of the whole global batch.
    * @throws `StepAbortedError` when the epoch changed before the aggregate was complete
    */
-  reduce(gradients: readonly Float32Array[], options?: AbortOptions): Promise<Float32Array>
+  reduce(gradients: readonly Float32Array[], options?: ReduceOptions): Promise<Float32Array>
   /** Resolves true when the step was committed everywhere (then apply the aggregate), false when it was dropped. */
   commit(options?: AbortOptions): Promise<boolean>
 }
@@ -114,8 +120,8 @@ export interface WorkerEvents {
   epoch: (event: { epoch: number, step: number, rank: number, active: boolean, members: string[] }) => void
   /** In-flight work was dropped. */
   abort: (event: { step: number, epoch: number, reason: string }) => void
-  /** A step committed. */
-  commit: (event: { step: number, epoch: number }) => void
+  /** A step committed. `loss`: the coordinator's mean micro-batch loss of the step, when every member reported one. */
+  commit: (event: { step: number, epoch: number, loss?: number }) => void
   /** The state was pulled from peers. */
   heal: (event: { step: number, bytes: number, ms: number, sources: string[], chunks: number, refetched: number }) => void
   /** The micro-batch assignment changed without an epoch change. */
@@ -228,6 +234,7 @@ export function createWorker (init: WorkerInit, components: WorkerComponents): W
   let done = false
   let atBoundary = false
   let pending: Pending | undefined
+  let committedLoss: { step: number, loss: number } | undefined
   let stepAbort: AbortController | undefined
   let snapshot: Snapshot | undefined
   let inbox: Inbound[] = []
@@ -715,7 +722,8 @@ export function createWorker (init: WorkerInit, components: WorkerComponents): W
           phase = 'voted'
           const checksum = crc32c(bytesOf(full))
           try {
-            await endpoint.send(coordinatorId, { type: ElasticMessage.ready, epoch: e, step: s, body: { checksum, computeMs, microBatches: mbs.length, ...(healMs === undefined ? {} : { healMs }) } })
+            const loss = opts.loss !== undefined && Number.isFinite(opts.loss) ? { loss: opts.loss } : {}
+            await endpoint.send(coordinatorId, { type: ElasticMessage.ready, epoch: e, step: s, body: { checksum, computeMs, microBatches: mbs.length, ...(healMs === undefined ? {} : { healMs }), ...loss } })
           } catch (err) {
             log.debug({ err: (err as Error).name }, 'vote could not be sent')
           }
@@ -736,7 +744,7 @@ export function createWorker (init: WorkerInit, components: WorkerComponents): W
           if (ok) {
             committed = s + 1
             atBoundary = false
-            emit('commit', { step: s, epoch: e })
+            emit('commit', committedLoss?.step === s ? { step: s, epoch: e, loss: committedLoss.loss } : { step: s, epoch: e })
           } else {
             emit('abort', { step: s, epoch: e, reason: 'not committed' })
           }
@@ -773,6 +781,7 @@ export function createWorker (init: WorkerInit, components: WorkerComponents): W
         const c = parseBody(commitBodySchema, env.header.body, 'commit')
         coordinatorHeard = clock.now()
         if (c.epoch !== epoch) return
+        if (c.loss !== undefined) committedLoss = { step: c.step, loss: c.loss }
         if (pending !== undefined && pending.step === c.step) settlePending(c.step + 1)
         nextStep = c.step + 1
         if (c.assignment !== undefined) {

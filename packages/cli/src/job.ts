@@ -1,0 +1,156 @@
+/**
+ * The job contract: what a `phalanx worker` process runs.
+ *
+ * A job module (a built-in name such as `linear`, or a path to an ES module) exports
+ * `createJob(config, context)` returning a {@link Job}. The worker process composes the transport,
+ * the logger and the coordinator address into a {@link JobRunContext} and calls {@link Job.run}
+ * once; the job trains until the coordinator says the job is done and returns its final state.
+ *
+ * Most jobs do not write the step loop themselves: {@link runStepLoop} drives `createWorker` from
+ * `@phalanx/worker` for any {@link StepTrainer} (one mean gradient per micro-batch, an update per
+ * committed step), which is how the built-in `linear` job works.
+ *
+ * @module
+ */
+import {
+  StepAbortedError, bytesOf, crc32c, flattenStateDict,
+  type AbortOptions, type Endpoint, type Logger, type PhalanxConfig, type StateDict
+} from '@phalanx/core'
+import { createWorker, workerInitFromConfig, type MicroBatch, type StateHooks, type Worker } from '@phalanx/worker'
+
+/** What a job reports as it trains; the launcher shows it in its progress line and summary. */
+export interface JobProgress {
+  /** Committed steps so far. */
+  step: number
+  /** Training loss, when the job computed one at this step. */
+  loss?: number
+  /** Held-out accuracy in [0, 1], when the job evaluated one. */
+  accuracy?: number
+}
+
+/** Everything a job gets from the worker process that runs it. */
+export interface JobRunContext {
+  /** The resolved configuration. */
+  config: PhalanxConfig
+  /** This worker's id (also its endpoint id). */
+  workerId: string
+  /** The worker's open endpoint (the process closes it after `run` returns). */
+  endpoint: Endpoint
+  /** Address of the coordinator's endpoint. */
+  coordinatorAddress: string
+  /** The process logger (pino). */
+  logger: Logger
+  /** Fires when the process is asked to stop (SIGTERM, SIGINT, launcher gone). */
+  signal: AbortSignal
+  /** Reports progress (throttle it: at most a few times per second is useful). */
+  report: (progress: JobProgress) => void
+  /** Called with the worker once it exists, so the process can subscribe to its events. */
+  onWorker?: (worker: Worker) => void
+}
+
+/** What a finished job returns: its final state and last metrics. */
+export interface JobResult {
+  /** Committed steps. */
+  steps: number
+  /** The final committed state (parameters and optimiser slots). */
+  state: StateDict
+  /** Final training loss, when known. */
+  loss?: number
+  /** Final held-out accuracy, when known. */
+  accuracy?: number
+}
+
+/** A job as a worker process runs it. */
+export interface Job {
+  /** Short name, for logs. */
+  readonly name: string
+  /** Trains this worker's part of the job until the coordinator says it is done. */
+  run(context: JobRunContext, options?: AbortOptions): Promise<JobResult>
+  /** Releases what the job holds (models, datasets). Optional. */
+  dispose?(): Promise<void> | void
+}
+
+/** Options a job receives from `--job-opt key=value` flags (values parsed as JSON when they can be). */
+export type JobOptions = Readonly<Record<string, unknown>>
+
+/** What a job module exports. */
+export interface JobModule {
+  createJob(config: PhalanxConfig, options: JobOptions): Job | Promise<Job>
+}
+
+/**
+ * A synchronous-data-parallel trainer driven by {@link runStepLoop}: it computes one mean gradient
+ * per micro-batch and applies the aggregated gradient when a step commits. Its state hooks serve
+ * and receive healing, so a late joiner starts from its peers' committed state.
+ */
+export interface StepTrainer {
+  /** Length of the flat gradient (the trainable parameters, first in `state.get()` order). */
+  readonly size: number
+  /** Committed state for healing (parameters and optimiser slots). */
+  readonly state: StateHooks
+  /** Mean gradient of the samples of global positions `[mb.start, mb.end)`. */
+  gradient(mb: MicroBatch, step: number): Float32Array | Promise<Float32Array>
+  /** Applies the aggregated gradient of committed step `step`. */
+  apply(aggregate: Float32Array, step: number): void | Promise<void>
+  /** Loss (and accuracy) of the current state, for progress reports. Optional. */
+  evaluate?(): { loss: number, accuracy?: number } | Promise<{ loss: number, accuracy?: number }>
+}
+
+/** Tunables of {@link runStepLoop}. */
+export interface StepLoopInit {
+  /**
+   * Evaluate and report every this many committed steps (0 = only at the end).
+   * @default 10
+   */
+  evaluateEvery?: number
+}
+
+/**
+ * Runs a {@link StepTrainer} as an elastic worker until the job is done: join, compute the assigned
+ * micro-batches, reduce, apply on commit; an aborted step (membership change) is simply retried
+ * with the micro-batches of the next epoch.
+ */
+export async function runStepLoop (context: JobRunContext, trainer: StepTrainer, init: StepLoopInit = {}, options: AbortOptions = {}): Promise<JobResult> {
+  const evaluateEvery = init.evaluateEvery ?? 10
+  const signal = options.signal === undefined ? context.signal : AbortSignal.any([context.signal, options.signal])
+  const worker = createWorker(
+    workerInitFromConfig(context.config, { size: trainer.size, coordinatorAddress: context.coordinatorAddress }),
+    { endpoint: context.endpoint, state: trainer.state, logger: context.logger }
+  )
+  context.onWorker?.(worker)
+  let steps = 0
+  let last: { loss: number, accuracy?: number } | undefined
+  await worker.start()
+  try {
+    for await (const step of worker.steps({ signal })) {
+      const grads: Float32Array[] = []
+      for (const mb of step.microBatches) grads.push(await trainer.gradient(mb, step.step))
+      let aggregate: Float32Array
+      try {
+        aggregate = await step.reduce(grads)
+      } catch (err) {
+        if ((err as Error).name === StepAbortedError.name) continue
+        throw err
+      }
+      if (!await step.commit({ signal })) continue
+      await trainer.apply(aggregate, step.step)
+      steps = step.step + 1
+      if (trainer.evaluate !== undefined && evaluateEvery > 0 && steps % evaluateEvery === 0) {
+        last = await trainer.evaluate()
+        context.report({ step: steps, ...last })
+      } else {
+        context.report({ step: steps })
+      }
+    }
+    steps = Math.max(steps, worker.status().committed)
+    if (trainer.evaluate !== undefined) last = await trainer.evaluate()
+    return { steps, state: await trainer.state.get(), ...(last === undefined ? {} : last) }
+  } finally {
+    await worker.stop()
+  }
+}
+
+/** CRC-32C of a state's flat bytes: equal checksums mean bit-identical states. */
+export function stateChecksum (state: StateDict): number {
+  return crc32c(bytesOf(flattenStateDict(state)))
+}
