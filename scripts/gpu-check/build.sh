@@ -15,7 +15,7 @@ mkdir -p "$CACHE"
 rm -rf "$OUT/bundle" && mkdir -p "$OUT/bundle/lib"
 
 echo "[gpu-check] esbuild bundle of check.mjs" >&2
-"$ROOT/node_modules/.bin/esbuild" "$HERE/check.mjs" --bundle --platform=node --format=esm --minify \
+"$ROOT/node_modules/.bin/esbuild" "$HERE/check.mjs" --bundle --platform=node --format=esm --minify --main-fields=module,main \
   --log-level=warning --outfile="$OUT/bundle/check.mjs" \
   --banner:js="import {createRequire as __phxReq} from 'node:module'; const require = __phxReq(import.meta.url);"
 

@@ -3,13 +3,12 @@
 // (784-256-10, batch 128, SGD), the data() round trip of 10M floats, and the error against cpu.
 // The last stdout line is one JSON object with every number. Bundled by build.sh.
 import { dawn } from './setup.mjs'
-import * as tf from '@tensorflow/tfjs-core'
-// A named import: the package marks itself side-effect free, so a bare import would be dropped.
-import { version_cpu as cpuVersion } from '@tensorflow/tfjs-backend-cpu'
+// The union package brings gradients, chained ops and the cpu backend (the reference).
+import * as tf from '@tensorflow/tfjs'
 import '@tensorflow/tfjs-backend-webgpu'
 
 const sizes = (process.env.GPU_CHECK_SIZES ?? '1024,4096').split(',').map(Number).filter((n) => n > 0)
-const report = { node: process.version, tfjs: { core: tf.version_core, cpu: cpuVersion }, dawn: { options: dawn.options, compat: dawn.compat }, results: {} }
+const report = { node: process.version, tfjs: tf.version, dawn: { options: dawn.options, compat: dawn.compat }, results: {} }
 const log = (line) => process.stdout.write(line + '\n')
 
 async function adapterInfo () {

@@ -198,7 +198,7 @@ export function createLinearJob (config: PhalanxConfig, options: JobOptions = {}
   return {
     name: 'linear',
     async run (context, runOptions) {
-      const model = createLinearModel(context.config, init)
+      const model = createLinearModel(config, init)
       return await runStepLoop(context, model, { evaluateEvery: init.evaluateEvery }, runOptions)
     }
   }

@@ -1,0 +1,111 @@
+/**
+ * The `phalanx worker` process: configuration → logger → ZeroMQ endpoint → job. It trains until
+ * the coordinator says the job is done, then reports (and optionally writes) its final state with
+ * a CRC-32C checksum of its flat bytes, so runs can be compared bit for bit.
+ *
+ * @module
+ */
+import { mkdirSync, writeFileSync, renameSync } from 'node:fs'
+import { dirname } from 'node:path'
+import { shapeSize, type AbortOptions, type Logger, type PhalanxConfig } from '@phalanx/core'
+import { openEndpoint } from './compose.js'
+import type { ProcessEvent } from './events.js'
+import { stateChecksum, type JobOptions, type JobResult } from './job.js'
+import { loadJob } from './load-job.js'
+
+/** Tunables of {@link runWorkerProcess}. */
+export interface WorkerProcessInit {
+  config: PhalanxConfig
+  /** Worker id, unique within the job. */
+  id: string
+  /** Address of the coordinator's endpoint. */
+  coordinatorAddress: string
+  /**
+   * Where this worker listens for its peers (must be reachable by them).
+   * @default 'tcp://127.0.0.1:0'
+   */
+  listen?: string
+  /** Built-in job name or path of a job module. */
+  job: string
+  /** Options handed to the job's `createJob`. */
+  jobOptions?: JobOptions
+  /** Writes the final state here as JSON (`{ steps, checksum, loss, tensors }`), atomically. */
+  out?: string
+  /**
+   * Minimum interval between progress events.
+   * @default 250
+   */
+  reportIntervalMs?: number
+}
+
+/** Collaborators of {@link runWorkerProcess}. */
+export interface WorkerProcessComponents {
+  logger: Logger
+  onEvent?: (event: ProcessEvent) => void
+}
+
+/** The final state and its checksum. */
+export interface WorkerProcessResult extends JobResult {
+  checksum: number
+}
+
+function writeResult (path: string, result: WorkerProcessResult): void {
+  mkdirSync(dirname(path), { recursive: true })
+  const body = {
+    steps: result.steps,
+    checksum: result.checksum,
+    ...(result.loss === undefined ? {} : { loss: result.loss }),
+    ...(result.accuracy === undefined ? {} : { accuracy: result.accuracy }),
+    tensors: result.state.tensors.map((t) => ({ name: t.name, shape: t.shape, values: Array.from(t.data) }))
+  }
+  const tmp = `${path}.tmp`
+  writeFileSync(tmp, JSON.stringify(body) + '\n')
+  renameSync(tmp, path)
+}
+
+/** Runs one worker until the job is done or `options.signal` fires. */
+export async function runWorkerProcess (init: WorkerProcessInit, components: WorkerProcessComponents, options: AbortOptions = {}): Promise<WorkerProcessResult> {
+  const { config, id } = init
+  const { logger } = components
+  const emit = components.onEvent ?? (() => {})
+  const signal = options.signal ?? new AbortController().signal
+  const reportIntervalMs = init.reportIntervalMs ?? 250
+  const job = await loadJob(init.job, config, init.jobOptions ?? {})
+  const endpoint = await openEndpoint(config, { id, listen: init.listen ?? 'tcp://127.0.0.1:0', logger })
+  let lastReport = 0
+  try {
+    logger.info({ address: endpoint.address, coordinator: init.coordinatorAddress, job: job.name }, 'worker listening')
+    emit({ type: 'worker-ready', id, address: endpoint.address })
+    const result = await job.run({
+      config,
+      workerId: id,
+      endpoint,
+      coordinatorAddress: init.coordinatorAddress,
+      logger,
+      signal,
+      report (p) {
+        const now = performance.now()
+        // Losses are always worth sending; bare step counts only now and then.
+        if (p.loss === undefined && now - lastReport < reportIntervalMs) return
+        lastReport = now
+        emit({ type: 'progress', id, step: p.step, ...(p.loss === undefined ? {} : { loss: p.loss }), ...(p.accuracy === undefined ? {} : { accuracy: p.accuracy }) })
+      },
+      onWorker (worker) {
+        worker.on('heal', (e) => {
+          logger.info({ step: e.step, bytes: e.bytes, ms: e.ms, sources: e.sources }, 'healed')
+          emit({ type: 'heal', id, step: e.step, bytes: e.bytes, ms: e.ms, sources: e.sources })
+        })
+        worker.on('epoch', (e) => { logger.info({ epoch: e.epoch, step: e.step, rank: e.rank, active: e.active }, 'epoch') })
+      }
+    }, { signal })
+    const out: WorkerProcessResult = { ...result, checksum: stateChecksum(result.state) }
+    const values = result.state.tensors.reduce((a, t) => a + shapeSize(t.shape), 0)
+    logger.info({ steps: out.steps, checksum: out.checksum, values, loss: out.loss, accuracy: out.accuracy }, 'job finished')
+    if (init.out !== undefined) writeResult(init.out, out)
+    emit({ type: 'result', id, steps: out.steps, checksum: out.checksum, ...(out.loss === undefined ? {} : { loss: out.loss }), ...(out.accuracy === undefined ? {} : { accuracy: out.accuracy }) })
+    return out
+  } finally {
+    await endpoint.close({ lingerMs: config.timeouts.closeLingerMs })
+    await job.dispose?.()
+  }
+}
