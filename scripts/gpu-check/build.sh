@@ -47,3 +47,4 @@ tar -C "$OUT" -cf - bundle | xz -6 -T2 > "$OUT/gpu-check.tar.xz"
 size=$(stat -c %s "$OUT/gpu-check.tar.xz")
 echo "[gpu-check] $OUT/gpu-check.tar.xz: $((size / 1024 / 1024)) MiB ($size bytes)" >&2
 if [ "$size" -ge "$LIMIT" ]; then echo "[gpu-check] bundle exceeds 64 MiB" >&2; exit 1; fi
+rm -rf "$OUT/bundle"

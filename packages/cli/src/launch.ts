@@ -87,6 +87,8 @@ export interface WorkerOutcome {
   loss?: number
   accuracy?: number
   killed: boolean
+  /** Still waiting for a seat when the job was done, so it was stopped. */
+  idleAtEnd?: boolean
 }
 
 /** The launch summary (also written as JSON with `summaryJson`). */
@@ -150,8 +152,9 @@ export function formatSummary (s: LaunchSummary): string {
   if (full.length > 0) {
     lines.push(`  final state crc32c ${s.checksums.map(hex).join(', ')} on ${full.map((w) => w.id).join(', ')}${s.checksums.length === 1 ? (full.length > 1 ? ' (bit-identical)' : '') : ' (DIFFERENT)'}`)
   }
-  const ended = s.workers.filter((w) => w.killed || (w.exitCode !== 0 && w.checksum === undefined)).map((w) => `${w.id} (${w.killed ? 'killed' : w.signal ?? `exit ${String(w.exitCode)}`})`)
-  if (ended.length > 0) lines.push(`  workers lost: ${ended.join(', ')}`)
+  const ended = s.workers.filter((w) => w.killed || (w.exitCode !== 0 && w.checksum === undefined))
+    .map((w) => `${w.id} (${w.killed ? 'killed' : w.idleAtEnd === true ? 'joined too late, stopped' : w.signal ?? `exit ${String(w.exitCode)}`})`)
+  if (ended.length > 0) lines.push(`  workers without a final state: ${ended.join(', ')}`)
   if (s.faults.length > 0) {
     lines.push('  faults:')
     for (const f of s.faults) {
@@ -345,6 +348,8 @@ export async function launch (init: LaunchInit, output: LaunchOutput, options: A
         break
       }
       case 'suspect':
+        // Members leaving after the last commit is the job ending, not a fault.
+        if (done || committed >= steps) break
         display.event(`suspected ${e.peers.join(',')} (${e.reason}) in epoch ${e.epoch}`)
         break
       case 'recovery':
@@ -411,7 +416,15 @@ export async function launch (init: LaunchInit, output: LaunchOutput, options: A
     }
     if (error === undefined) {
       // The job is done: workers finish on their own; stragglers are stopped after a grace period.
-      const grace = setTimeout(() => { for (const c of children.values()) if (c.id !== 'coordinator') c.proc.kill('SIGTERM') }, 10_000)
+      // Members heard `done` and exit at once; a worker still waiting for a seat has nothing left to do.
+      const grace = setTimeout(() => {
+        for (const c of children.values()) {
+          if (c.id === 'coordinator' || c.exitCode !== null || c.signal !== null) continue
+          const w = workers.find((x) => x.id === c.id)
+          if (w !== undefined) w.idleAtEnd = true
+          c.proc.kill('SIGTERM')
+        }
+      }, 3000)
       try {
         await Promise.all([...children.values()].map(async (c) => { await c.exited }))
       } finally {

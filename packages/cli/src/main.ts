@@ -18,7 +18,6 @@ import { runCoordinatorProcess } from './coordinator-process.js'
 import type { ProcessEvent } from './events.js'
 import { parseFaults } from './faults.js'
 import { launch } from './launch.js'
-import { mnistJobAvailable } from './load-job.js'
 import { STATUS_URL_FILE, fetchStatus, formatStatus } from './status.js'
 import { runWorkerProcess } from './worker-process.js'
 
@@ -409,5 +408,3 @@ export async function main (argv: readonly string[], io: CliIO = { stdout: (t) =
   }
 }
 
-/** Whether the MNIST job is part of this build (the `npm start` demo prefers it). */
-export { mnistJobAvailable }

@@ -67,6 +67,7 @@ export function createProgressDisplay (out: ProgressOutput, init: { redrawMs?: n
   let last = -Infinity
   let live = ''
   let drawn = false
+  let finalPrinted = false
   const clear = (): void => {
     if (out.isTTY && drawn) out.write('\r\x1b[2K')
     drawn = false
@@ -76,6 +77,8 @@ export function createProgressDisplay (out: ProgressOutput, init: { redrawMs?: n
       live = prefix + progressLine(state)
       const now = performance.now()
       const done = state.committed >= state.steps
+      if (done && finalPrinted) return
+      if (done) finalPrinted = true
       if (out.isTTY) {
         if (now - last < redrawMs && !done) return
         last = now

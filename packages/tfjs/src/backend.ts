@@ -133,7 +133,7 @@ async function tryTensorflow (): Promise<Attempt> {
 }
 
 async function tryWebgpu (init: SelectBackendInit, forced: boolean): Promise<Attempt> {
-  if (tf.findBackendFactory('webgpu') === undefined) {
+  if (tf.findBackendFactory('webgpu') == null) {
     const { installWebGpuGlobals } = await import('./webgpu-setup.js')
     const setup = await installWebGpuGlobals({ dawnOptions: init.dawnOptions ?? [], compatibility: init.webgpuCompatibility ?? false })
     if (!setup.ok) return { ok: false, reason: setup.reason }
