@@ -7,6 +7,13 @@ const data = loadMnist()
 const split = splitIndices(data.size, createRng(2024))
 parentPort?.on('message', (msg: { id: number, cfg: RunConfig }) => {
   const t0 = performance.now()
-  const acc = train(data, split, msg.cfg)
-  parentPort?.postMessage({ id: msg.id, acc, ms: performance.now() - t0 })
+  let acc = Number.NaN
+  let error: string | undefined
+  try {
+    acc = train(data, split, msg.cfg)
+  } catch (err) {
+    // One misconfigured run must not lose the others: report it and keep going.
+    error = err instanceof Error ? `${err.name}: ${err.message}` : String(err)
+  }
+  parentPort?.postMessage({ id: msg.id, acc, error, ms: performance.now() - t0 })
 })

@@ -18,7 +18,8 @@ const rules: Array<[string, (f: number) => AggregatorSpec]> = [
   ['Median', (f) => ({ name: 'Median', f })],
   ['TrMean', (f) => ({ name: 'TrMean', f })],
   ['Krum', (f) => ({ name: 'Krum', f })],
-  ['MultiKrum', (f) => ({ name: 'MultiKrum', f })],
+  // 'byzfl' bound (n ≥ 2f + 1) so the f = 4 sweep can run at n = 10 (theory needs 2f + 3).
+  ['MultiKrum', (f) => ({ name: 'MultiKrum', f, bound: 'byzfl' })],
   ['GeometricMedian', (f) => ({ name: 'GeometricMedian', f, nu: 1e-4, T: 8 })],
   ['CenteredClipping', (f) => ({ name: 'CenteredClipping', f, tau: 0.1, L: 3, init: 'medoid' })],
   ['MDA', (f) => ({ name: 'MDA', f })],
@@ -72,8 +73,9 @@ await new Promise<void>((resolve, reject) => {
     }
   }
   for (const w of pool) {
-    w.on('message', (m: { id: number, acc: number, ms: number }) => {
+    w.on('message', (m: { id: number, acc: number, ms: number, error?: string }) => {
       results.set(m.id, m)
+      if (m.error !== undefined) process.stderr.write(`[eval] run ${m.id} failed: ${m.error}\n`)
       done++
       if (done % 10 === 0 || done === jobs.length) {
         process.stderr.write(`[eval] ${done}/${jobs.length} runs, ${((performance.now() - started) / 1000).toFixed(0)} s\n`)

@@ -5,7 +5,7 @@
  * `phalanx launch`. Both workers end with bit-identical weights (deterministic mode).
  * Run: `npx tsx examples/train-phalanx.ts [workers]`.
  */
-import { stateDictsBitEqual, type Endpoint } from '@phalanx/core'
+import { bytesOf, crc32c, flattenStateDict, stateDictsBitEqual, type Endpoint } from '@phalanx/core'
 import { createCoordinator } from '@phalanx/coordinator'
 import { accuracy, createMnistMlp, extractState, mnistDataset, mnistLoss, selectBackend, tf, type TfModel } from '@phalanx/tfjs'
 import { createMemoryNetwork, memoryTransport } from '@phalanx/transport/memory'
@@ -48,7 +48,8 @@ const seconds = (performance.now() - started) / 1000
 const states = await Promise.all(models.map(async (m) => await extractState(m)))
 const identical = states.every((s) => stateDictsBitEqual(s, states[0] as typeof s))
 process.stdout.write(`${WORKERS} workers trained ${STEPS} steps of ${BATCH} samples in ${seconds.toFixed(1)} s (${(STEPS / seconds).toFixed(1)} steps/s), ` +
-  `last loss ${coordinator.status().loss?.toFixed(4)}; test accuracy ${(100 * await testAccuracy(models[0] as TfModel)).toFixed(1)}%; weights identical on all workers: ${identical}\n`)
+  `last loss ${coordinator.status().loss?.toFixed(4)}; test accuracy ${(100 * await testAccuracy(models[0] as TfModel)).toFixed(1)}%; weights identical on all workers: ${identical}; ` +
+  `weights CRC-32C ${crc32c(bytesOf(flattenStateDict(states[0] as NonNullable<typeof states[0]>))).toString(16)} (the same for any worker count)\n`)
 await coordinator.stop()
 for (const e of [...endpoints, coordinatorEndpoint]) await e.close()
 for (const m of models) m.dispose()

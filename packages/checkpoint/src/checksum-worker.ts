@@ -9,6 +9,8 @@ export interface ChecksumWorker extends AsyncDisposable {
    * thread (no copy); otherwise it runs inline.
    */
   crcs(bytes: Uint8Array, chunkBytes: number, options?: AbortOptions): Promise<number[]>
+  /** Faults in the pages of fresh SharedArrayBuffer memory from the worker thread (zeroing it). */
+  touch(bytes: Uint8Array, options?: AbortOptions): Promise<void>
   /** Terminates the thread; idempotent. Pending calls reject with `ClosedError`. */
   close(): Promise<void>
 }
@@ -21,7 +23,8 @@ function spawn (): Worker {
     const entry = new URL('./crc-worker.ts', here).href
     return new Worker(`import('tsx/esm/api').then((m) => { m.register(); return import(${JSON.stringify(entry)}) })`, {
       eval: true,
-      execArgv: [...process.execArgv.filter((a) => !a.startsWith('--input-type')), '--conditions=@phalanx/source']
+      // Only resolution flags: workers reject V8 flags such as --expose-gc that a parent may run with.
+      execArgv: ['--conditions=@phalanx/source']
     })
   }
   return new Worker(new URL('./crc-worker.js', here))
@@ -58,21 +61,29 @@ export function createChecksumWorker (): ChecksumWorker {
     return w
   }
 
+  const run = async (bytes: Uint8Array, chunkBytes: number, touch: boolean, options: AbortOptions): Promise<number[]> => {
+    const w = ensure()
+    const id = nextId++
+    const result = new Promise<number[]>((resolve, reject) => { pending.set(id, { resolve, reject }) })
+    w.ref()
+    w.postMessage({ id, buffer: bytes.buffer, byteOffset: bytes.byteOffset, byteLength: bytes.byteLength, chunkBytes, touch })
+    try {
+      return await raceSignal(result, options.signal)
+    } finally {
+      pending.delete(id)
+      if (pending.size === 0) worker?.unref()
+    }
+  }
+
   const api: ChecksumWorker = {
     async crcs (bytes, chunkBytes, options = {}) {
       if (closed) throw new ClosedError('Checksum worker is closed')
       if (!(bytes.buffer instanceof SharedArrayBuffer)) return chunkCrcs(bytes, chunkBytes)
-      const w = ensure()
-      const id = nextId++
-      const result = new Promise<number[]>((resolve, reject) => { pending.set(id, { resolve, reject }) })
-      w.ref()
-      w.postMessage({ id, buffer: bytes.buffer, byteOffset: bytes.byteOffset, byteLength: bytes.byteLength, chunkBytes })
-      try {
-        return await raceSignal(result, options.signal)
-      } finally {
-        pending.delete(id)
-        if (pending.size === 0) worker?.unref()
-      }
+      return await run(bytes, chunkBytes, false, options)
+    },
+    async touch (bytes, options = {}) {
+      if (closed) throw new ClosedError('Checksum worker is closed')
+      if (bytes.buffer instanceof SharedArrayBuffer) await run(bytes, 1, true, options)
     },
     async close () {
       if (closed) return

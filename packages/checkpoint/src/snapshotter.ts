@@ -72,8 +72,10 @@ export interface SnapshotterStats {
   lastStep: number | undefined
   /** Wall time of the last drain, ms. */
   lastDrainMs: number
-  /** Longest synchronous stretch of a drain on the caller's thread (one tensor copy), ms. */
+  /** Longest synchronous stretch of any drain on the caller's thread (one tensor copy), ms. */
   maxSliceMs: number
+  /** Longest synchronous stretch of the last drain, ms. */
+  lastMaxSliceMs: number
   /** Total time drains ran on the caller's thread (copies and bookkeeping), ms. */
   mainThreadMs: number
   /** Total time spent inside {@link Snapshotter.capture}, ms. */
@@ -128,9 +130,9 @@ export function createSnapshotter (init: SnapshotterInit = {}, components: Snaps
   let lastAcceptedAt = Number.NEGATIVE_INFINITY
   let completedCount = 0
   let stopped = false
-  const stats: SnapshotterStats = { captured: 0, skipped: 0, completed: 0, failed: 0, l0: 0, l2: 0, lastStep: undefined, lastDrainMs: 0, maxSliceMs: 0, mainThreadMs: 0, captureMs: 0 }
+  const stats: SnapshotterStats = { captured: 0, skipped: 0, completed: 0, failed: 0, l0: 0, l2: 0, lastStep: undefined, lastDrainMs: 0, maxSliceMs: 0, lastMaxSliceMs: 0, mainThreadMs: 0, captureMs: 0 }
 
-  const acquire = (bytes: number): Uint8Array => {
+  const acquire = async (bytes: number, signal: AbortSignal): Promise<Uint8Array> => {
     const i = nextStaging
     nextStaging = 1 - nextStaging
     let buf = staging[i]
@@ -139,6 +141,8 @@ export function createSnapshotter (init: SnapshotterInit = {}, components: Snaps
       const size = Math.ceil((bytes * 1.125) / 4096) * 4096
       buf = new Uint8Array(useWorker ? new SharedArrayBuffer(size) : new ArrayBuffer(size))
       staging[i] = buf
+      crcWorker ??= createChecksumWorker()
+      await crcWorker.touch(buf, { signal })
     }
     return buf.subarray(0, bytes)
   }
@@ -148,16 +152,21 @@ export function createSnapshotter (init: SnapshotterInit = {}, components: Snaps
   const drain = async (pinned: PinnedState, signal: AbortSignal): Promise<SnapshotOutcome | undefined> => {
     const started = now()
     let sliceStart = started
+    stats.lastMaxSliceMs = 0
     const slice = (): void => {
       const ms = now() - sliceStart
       stats.mainThreadMs += ms
       if (ms > stats.maxSliceMs) stats.maxSliceMs = ms
+      if (ms > stats.lastMaxSliceMs) stats.lastMaxSliceMs = ms
     }
     const step = pinned.meta.step
     try {
       const layout = layoutOf(pinned.specs)
       const plan = planShard({ rank: 0, worldSize: 1, meta: pinned.meta, layout, pieces: layout.map((l) => ({ name: l.name, tensorOffset: 0, length: l.shape.reduce((a, b) => a * b, 1) })) })
-      const image = acquire(plan.totalBytes)
+      slice()
+      const image = await acquire(plan.totalBytes, signal)
+      if (signal.aborted) return undefined
+      sliceStart = now()
       writeShardPreamble(image, plan)
       slice()
       for (let i = 0; i < plan.header.entries.length; i++) {

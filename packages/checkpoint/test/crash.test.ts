@@ -65,7 +65,7 @@ describe('crash consistency (kill -9 of real child processes)', () => {
     const store = createCheckpointStore({ dir, keep: 2 })
     let next = 1
     let lastCommitted = 0
-    for (let i = 0; i < 5; i++) {
+    for (let i = 0; i < 4; i++) {
       const child = start('l2-writer.ts', [dir, String(next), mode])
       children.push(child)
       await child.waitFor((l) => l.startsWith('committed'))
@@ -95,7 +95,7 @@ describe('crash consistency (kill -9 of real child processes)', () => {
     const random = rng(3)
     let next = 1
     let lastCommitted = 0
-    for (let i = 0; i < 4; i++) {
+    for (let i = 0; i < 3; i++) {
       const trainer = start('trainer.ts', [address, String(next), `trainer-${i}`])
       children.push(trainer)
       await trainer.waitFor((l) => l.startsWith('committed'))

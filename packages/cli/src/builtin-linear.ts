@@ -47,6 +47,12 @@ export interface LinearJobInit {
    * @default 10
    */
   evaluateEvery?: number
+  /**
+   * Extra frozen state, in MiB, carried (and healed) with the model: a seeded random tensor that
+   * is never trained, to exercise healing and checkpoints with large states.
+   * @default 0
+   */
+  stateMiB?: number
 }
 
 /** The data and model of the linear job, usable without any transport (the reference run). */
@@ -73,7 +79,7 @@ function option (options: JobOptions, key: keyof LinearJobInit, fallback: number
 
 /** Reads {@link LinearJobInit} from `--job-opt` values, rejecting wrong ones. */
 export function linearInitFromOptions (options: JobOptions): Required<LinearJobInit> {
-  const known = new Set(['features', 'samples', 'lr', 'momentum', 'stepDelayMs', 'evaluateEvery'])
+  const known = new Set(['features', 'samples', 'lr', 'momentum', 'stepDelayMs', 'evaluateEvery', 'stateMiB'])
   for (const k of Object.keys(options)) if (!known.has(k)) throw new InvalidConfigError(`linear job: unknown option "${k}" (known: ${[...known].join(', ')})`)
   const int = (v: number): boolean => Number.isInteger(v) && v >= 0
   return {
@@ -82,7 +88,8 @@ export function linearInitFromOptions (options: JobOptions): Required<LinearJobI
     lr: option(options, 'lr', 0.05, (v) => v > 0 && v < 10),
     momentum: option(options, 'momentum', 0.9, (v) => v >= 0 && v < 1),
     stepDelayMs: option(options, 'stepDelayMs', 0, (v) => v >= 0 && v <= 60_000),
-    evaluateEvery: option(options, 'evaluateEvery', 10, int)
+    evaluateEvery: option(options, 'evaluateEvery', 10, int),
+    stateMiB: option(options, 'stateMiB', 0, (v) => v >= 0 && v <= 4096)
   }
 }
 
@@ -110,6 +117,9 @@ export function createLinearModel (config: PhalanxConfig, init: LinearJobInit = 
   const w = new Float32Array(features + 1)
   const v = new Float32Array(features + 1)
   const size = features + 1
+  const frozen = new Float32Array(Math.floor(((init.stateMiB ?? 0) * 1024 * 1024) / 4))
+  const frand = lcg(config.job.seed + 2)
+  for (let i = 0; i < frozen.length; i++) frozen[i] = frand()
 
   const residual = (i: number): number => {
     let e = w[features] as number
@@ -118,7 +128,8 @@ export function createLinearModel (config: PhalanxConfig, init: LinearJobInit = 
   }
   const state = (): StateDict => createStateDict([
     { name: 'linear/w', shape: [size], dtype: 'float32', data: w },
-    { name: 'sgd/momentum/linear/w', shape: [size], dtype: 'float32', data: v }
+    { name: 'sgd/momentum/linear/w', shape: [size], dtype: 'float32', data: v },
+    ...(frozen.length === 0 ? [] : [{ name: 'frozen', shape: [frozen.length], dtype: 'float32' as const, data: frozen }])
   ])
   const busy = (ms: number): void => {
     // Simulated compute: a step must take time for faults scheduled at a step to land mid-run.
@@ -131,11 +142,14 @@ export function createLinearModel (config: PhalanxConfig, init: LinearJobInit = 
     w,
     v,
     state: {
-      get: () => createStateDict(state().tensors.map((t) => ({ ...t, data: t.data.slice() }))),
+      // Views, not copies: the worker flattens the state into its own snapshot at once.
+      get: () => state(),
       set: (s) => {
         const byName = new Map(s.tensors.map((t) => [t.name, t.data]))
         w.set(byName.get('linear/w') ?? w)
         v.set(byName.get('sgd/momentum/linear/w') ?? v)
+        const f = byName.get('frozen')
+        if (f !== undefined && f.length === frozen.length) frozen.set(f)
       }
     },
     gradient (mb: MicroBatch) {

@@ -18,20 +18,15 @@ function isJob (value: unknown): value is Job {
   return typeof value === 'object' && value !== null && typeof (value as Job).run === 'function'
 }
 
-/** True when the built-in MNIST job module (packages/cli/src/jobs/mnist.ts) is part of this build. */
+/** True when the built-in MNIST job (packages/cli/src/jobs/mnist.ts) is part of this build. */
 export function mnistJobAvailable (): boolean {
-  return existsSync(new URL('./jobs/mnist.js', import.meta.url))
+  return existsSync(new URL('./jobs/mnist.js', import.meta.url)) || existsSync(new URL('./jobs/mnist.ts', import.meta.url))
 }
 
 async function loadMnist (config: PhalanxConfig, options: JobOptions): Promise<Job> {
-  if (!mnistJobAvailable()) throw new InvalidConfigError('The built-in mnist job is not part of this build')
   // Loaded lazily: TensorFlow.js is heavy and only this job needs it.
-  const mod = await import(new URL('./jobs/mnist.js', import.meta.url).href) as Record<string, unknown>
-  const create = mod.createMnistJob ?? mod.createJob
-  if (typeof create !== 'function') throw new InvalidConfigError('The built-in mnist job module exports no createMnistJob(config)')
-  const job: unknown = await (create as (c: PhalanxConfig, o: JobOptions) => unknown)(config, options)
-  if (!isJob(job)) throw new InvalidConfigError('createMnistJob() did not return a job with a run(context) method')
-  return job
+  const { createMnistCliJob } = await import('./builtin-mnist.js')
+  return createMnistCliJob(config, options)
 }
 
 /**

@@ -191,6 +191,18 @@ export class StepAbortedError extends PhalanxError {
   constructor (message = 'Step aborted', options?: PhalanxErrorOptions) { super(message, options) }
 }
 
+/** Too few intact erasure-coded shards survive to rebuild a stripe: more than m of its k+m holders were lost or corrupt. */
+export class InsufficientShardsError extends PhalanxError {
+  static override name = 'InsufficientShardsError'
+  constructor (message = 'Too few shards survive to rebuild the data', options?: PhalanxErrorOptions) { super(message, options) }
+}
+
+/** Erasure-coded shards were made by another codec (or other k, m) than the one decoding them: they are not interchangeable. */
+export class CodecMismatchError extends PhalanxError {
+  static override name = 'CodecMismatchError'
+  constructor (message = 'Shards were encoded by another codec', options?: PhalanxErrorOptions) { super(message, options) }
+}
+
 /** A remote error whose name this build does not know; `details.remoteName` keeps the original. */
 export class RemoteError extends PhalanxError {
   static override name = 'RemoteError'
@@ -204,7 +216,8 @@ const KNOWN: ReadonlyMap<string, ErrorClass> = new Map<string, ErrorClass>([
   ProtocolVersionError, QueueFullError, TimeoutError, AbortError, ClosedError, UnknownPeerError,
   PeerUnreachableError, UnhandledMessageError, StaleEpochError, FencedError, UnauthorizedPeerError,
   ChecksumMismatchError, CorruptCheckpointError, NotFoundError, LayoutMismatchError,
-  BackendUnavailableError, InsufficientInputsError, QuorumLostError, StepAbortedError, RemoteError
+  BackendUnavailableError, InsufficientInputsError, QuorumLostError, StepAbortedError, RemoteError,
+  InsufficientShardsError, CodecMismatchError
 ].map((cls) => [cls.name, cls]))
 
 /**

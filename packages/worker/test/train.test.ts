@@ -1,6 +1,7 @@
-import { extractState, selectBackend, softmaxCrossEntropy, tf, type MnistBatch, type TfModel } from '@phalanx/tfjs'
+import { computeGradients, extractState, mnistLoss, selectBackend, softmaxCrossEntropy, tf, type MnistBatch, type TfModel } from '@phalanx/tfjs'
+import { createSampleOrder } from '../src/index.js'
 import { afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { bitEqual, CLASSES, createTrainCluster, FEATURES, plainReference, syntheticData, TRAIN_JOB, type TrainCluster } from './train-helpers.js'
+import { bitEqual, CLASSES, createTrainCluster, FEATURES, plainReference, syntheticData, tinyModel, TRAIN_JOB, type TrainCluster } from './train-helpers.js'
 
 const data = syntheticData()
 let cluster: TrainCluster | undefined
@@ -77,6 +78,16 @@ describe('train() on the cpu backend', () => {
     expect(summary.loss).toBe(losses.at(-1))
     expect(c.coordinator.status().loss).toBe(losses.at(-1))
     expect(losses.at(-1)).toBeLessThan(losses[0] as number)
+    // Step 0's loss is the mean over its 6 micro-batches of the initial model, whoever computed them.
+    const fresh = tinyModel()
+    const order = createSampleOrder({ seed: TRAIN_JOB.seed, size: data.size })
+    let sum = 0
+    const M = TRAIN_JOB.globalBatch / TRAIN_JOB.microBatch
+    for (let m = 0; m < M; m++) {
+      sum += (await computeGradients(fresh, mnistLoss, data.batch(order.range(m * TRAIN_JOB.microBatch, (m + 1) * TRAIN_JOB.microBatch)))).loss
+    }
+    fresh.dispose()
+    expect(losses[0]).toBeCloseTo(sum / M, 6)
   })
 
   it('stop() ends run() with a summary; steps makes a worker leave early while the job goes on', async () => {
