@@ -41,7 +41,10 @@ export interface ChaosAgentComponents {
   logger?: Logger
 }
 
-/** Applies faults inside one process. */
+/**
+ * Applies faults inside one process. Whoever decides to apply a fault (the scenario runner) logs
+ * the decision; the agent's decorators log the effects (each dropped message, each attacked step).
+ */
 export interface ChaosAgent {
   /** Applies a fault; the handle undoes it where that makes sense (crash and stall cannot be undone). */
   apply(fault: InProcessFault): InjectionHandle
@@ -80,7 +83,6 @@ export function createChaosAgent (init: ChaosAgentInit, components: ChaosAgentCo
       switch (fault.kind) {
         case 'crash': {
           const message = fault.message ?? `chaos: crash injected into ${init.id}`
-          log.append({ class: 'process', kind: 'crash', target: init.id })
           logger.warn({ id: init.id }, 'crashing on purpose')
           const crash = components.crash ?? ((m: string) => { setImmediate(() => { throw new Error(m) }) })
           crash(message)
@@ -88,7 +90,6 @@ export function createChaosAgent (init: ChaosAgentInit, components: ChaosAgentCo
         }
         case 'stall': {
           if (!(fault.ms >= 0 && fault.ms <= maxStall)) throw new InvalidParametersError(`stall of ${fault.ms} ms is outside [0, ${maxStall}]`)
-          log.append({ class: 'process', kind: 'stall', target: init.id, details: { ms: fault.ms } })
           const stall = components.stall ?? ((ms: number) => {
             const end = performance.now() + ms
             // Deliberately blocking: this is the fault (a long GC pause, a synchronous hot loop).
@@ -102,12 +103,7 @@ export function createChaosAgent (init: ChaosAgentInit, components: ChaosAgentCo
           return once(remove)
         }
         case 'partition': {
-          const heal = need(components.transport, 'transport', fault.kind).partition(fault.groups)
-          log.append({ class: 'network', kind: 'partition-start', target: fault.groups.map((g) => g.join(',')).join(' | ') })
-          return once(() => {
-            heal()
-            log.append({ class: 'network', kind: 'partition-heal', target: fault.groups.map((g) => g.join(',')).join(' | ') })
-          })
+          return once(need(components.transport, 'transport', fault.kind).partition(fault.groups))
         }
         case 'byzantine': {
           gradient = createByzantineHook({ attack: fault.attack, seed: fault.seed }, { log })

@@ -8,6 +8,7 @@
  */
 import type { AbortOptions } from '@phalanx/core'
 import type { ClockSkew } from './clock.js'
+import type { ChaosLog } from './event-log.js'
 import type { DiskRule } from './storage.js'
 import type { NetworkRule } from './transport.js'
 
@@ -119,6 +120,11 @@ export interface JobOutcome {
 export interface JobDriver {
   /** Informational name (`in-process`, `launch`). */
   readonly name: string
+  /**
+   * The log the driver's decorators append effects to (dropped messages, attacked steps), when it
+   * has one in this process; the runner appends its actions to the same log so a report counts both.
+   */
+  readonly log?: ChaosLog
   /** True when the driver can inject this kind of fault. */
   supports(kind: FaultKind): boolean
   /** Starts the job. */

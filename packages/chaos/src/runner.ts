@@ -96,7 +96,7 @@ export interface RunScenarioOptions extends AbortOptions {
   baseline?: JobOutcome
   /** @default systemClock() */
   clock?: Clock
-  /** Where injected faults are appended. @default a new log */
+  /** Where injected faults are appended. @default the driver's log, else a new one */
   log?: ChaosLog
   /** @default silent */
   logger?: Logger
@@ -198,7 +198,7 @@ interface Planned {
 async function execute (s: Scenario, planned: readonly Planned[], options: RunScenarioOptions): Promise<ScenarioReport> {
   const { driver } = options
   const clock = options.clock ?? systemClock()
-  const log = options.log ?? createChaosLog({ now: () => clock.now() })
+  const log = options.log ?? driver.log ?? createChaosLog({ now: () => clock.now() })
   const logger = componentLogger(options.logger, 'chaos-runner')
   const unsupported = [...new Set(s.faults.map((f) => f.kind))].filter((k) => !driver.supports(k))
   if (unsupported.length > 0) throw new InvalidParametersError(`Driver "${driver.name}" cannot inject: ${unsupported.join(', ')}`, { details: { unsupported } })
@@ -218,11 +218,14 @@ async function execute (s: Scenario, planned: readonly Planned[], options: RunSc
   let stopped = false
   const stepQueue = planned.filter((p) => p.trigger.step !== undefined).sort((a, b) => (a.trigger.step as number) - (b.trigger.step as number) || a.fault - b.fault)
 
-  const revertLater = (handle: InjectionHandle, f: ScenarioFault): void => {
+  const revertLater = (handle: InjectionHandle, f: ScenarioFault, index: number, target: string): void => {
     handles.add(handle)
     const revert = (): void => {
       if (!handles.delete(handle)) return
-      chain = chain.then(async () => { await handle.revert() }).catch((err: unknown) => { logger.warn({ err }, 'revert failed') })
+      chain = chain.then(async () => {
+        log.append({ class: CLASS_OF[f.kind], kind: `${f.kind}-end`, target, step: committed, details: { fault: index } })
+        await handle.revert()
+      }).catch((err: unknown) => { logger.warn({ err }, 'revert failed') })
     }
     if ('durationMs' in f && f.durationMs !== undefined && f.kind !== 'hang' && f.kind !== 'stall') {
       const t = clock.setTimeout(() => { timers.delete(t); revert() }, f.durationMs)
@@ -284,10 +287,10 @@ async function execute (s: Scenario, planned: readonly Planned[], options: RunSc
       default: {
         const fault = inProcessFault(f, s.seed, p.fault) as InProcessFault
         for (const id of targets) {
-          // crash, stall and byzantine log themselves inside the agent; the runner logs the rest.
-          if (f.kind !== 'crash' && f.kind !== 'stall') log.append({ class: CLASS_OF[f.kind], kind: `${f.kind}-start`, target: id, step: committed, details })
+          const once = f.kind === 'crash' || f.kind === 'stall'
+          log.append({ class: CLASS_OF[f.kind], kind: once ? f.kind : `${f.kind}-start`, target: id, step: committed, details })
           const handle = await driver.inject(id, fault)
-          revertLater(handle, f)
+          if (!once) revertLater(handle, f, p.fault, id)
         }
       }
     }

@@ -190,6 +190,7 @@ export function createInProcessDriver (init: InProcessDriverInit = {}): JobDrive
 
   const driver: JobDriver & { readonly transport: ChaosTransport | undefined } = {
     name: 'in-process',
+    log,
     get transport () { return transport },
     supports: (kind) => SUPPORTED.has(kind),
 
@@ -265,7 +266,9 @@ export function createInProcessDriver (init: InProcessDriverInit = {}): JobDrive
         if (c === undefined) throw new ClosedError('Job not started')
         try {
           const r = await c.finished(options)
-          const survivors = [...nodes.values()].filter((n) => n.alive)
+          // Members of the last quorum trained the last step; a worker evicted late may still be waiting for a seat.
+          const members = new Set(c.status().members.map((m) => m.id))
+          const survivors = [...nodes.values()].filter((n) => n.alive && members.has(n.id))
           await Promise.all(survivors.map(async (n) => await n.loop))
           const done = survivors.filter((n) => n.worker.status().committed === r.committed)
           const first = done[0]

@@ -42,7 +42,7 @@ describe('scenario library over the in-process driver', () => {
   }
 
   it('is deterministic: two runs of a scenario inject the same faults at the same steps on the same targets', async () => {
-    const scenario = await loadScenario(join(DIR, 'double-crash.yaml'))
+    const scenario = { ...await loadScenario(join(DIR, 'double-crash.yaml')), invariants: { minRecoveries: 1, timeoutMs: 20_000 } }
     const a = await withDriver(async (driver) => await runScenario(scenario, { driver }))
     const b = await withDriver(async (driver) => await runScenario(scenario, { driver }))
     expect(a.verdict, formatReport(a)).toBe('pass')
@@ -55,9 +55,12 @@ describe('scenario library over the in-process driver', () => {
 
   it('replays a recording: the same faults at the same steps on the same processes', async () => {
     const scenario = await loadScenario(join(DIR, 'worker-kill.yaml'))
-    const first = await withDriver(async (driver) => await runScenario({ ...scenario, faults: [{ kind: 'kill', at: { everySteps: 9, count: 2 } }] }, { driver }))
+    const first = await withDriver(async (driver) => await runScenario({
+      ...scenario, job: { ...scenario.job, workers: 4, minWorkers: 1 }, invariants: { minRecoveries: 2, timeoutMs: 20_000 }, faults: [{ kind: 'kill', at: { everySteps: 9, count: 2 } }]
+    }, { driver }))
     const replay = await withDriver(async (driver) => await replayScenario(first.recording, driver))
     expect(first.injected).toHaveLength(2)
+    expect(first.verdict, formatReport(first)).toBe('pass')
     expect(injectedOf(replay)).toEqual(injectedOf(first))
     expect(replay.verdict, formatReport(replay)).toBe(first.verdict)
   })

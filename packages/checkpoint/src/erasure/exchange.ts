@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events'
 import { z } from 'zod'
 import {
   ClosedError, InvalidParametersError, MalformedMessageError, NotFoundError, TimeoutError,
@@ -367,6 +368,8 @@ export function createErasureMember (init: ErasureMemberInit, components: Erasur
       }
       inFlight = true
       const signal = AbortSignal.any([lifecycle.signal, ...(options.signal === undefined ? [] : [options.signal])])
+      // One listener per concurrent request (k·m pieces, n votes): more than the default warning threshold.
+      setMaxListeners(4 * n * (m + 1), signal)
       try {
         const pieceSize = alignUp(Math.max(1, Math.ceil(bytes.byteLength / k)))
         const padded = new Uint8Array(pieceSize * k)

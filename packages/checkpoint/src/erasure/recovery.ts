@@ -1,5 +1,5 @@
 import {
-  InsufficientShardsError, componentLogger, systemClock, throwIfAborted,
+  InsufficientShardsError, componentLogger, crc32c, systemClock, throwIfAborted,
   type AbortOptions, type Clock, type Endpoint, type PeerId, type StateDict
 } from '@phalanx/core'
 import type { L1Source } from '../restore.js'
@@ -28,6 +28,11 @@ export interface ErasureL1SourceInit {
    * @default 30000
    */
   readonly fetchTimeoutMs?: number
+  /**
+   * Members the failure detector already declared lost: not probed (a probe of a dead peer costs a
+   * whole `probeTimeoutMs`). @default none
+   */
+  readonly lost?: readonly PeerId[]
   /** Turns the rebuilt bytes into a state. @default {@link decodeSnapshot} */
   readonly decode?: (bytes: Uint8Array) => StateDict
 }
@@ -85,7 +90,7 @@ export function createErasureL1Source (init: ErasureL1SourceInit, components: Er
   for (const [id, address] of Object.entries(init.addresses ?? {})) if (id !== endpoint.id) endpoint.connect(id, address)
 
   const probe = async (options: AbortOptions): Promise<Probe[]> => {
-    const others = group.members.filter((id) => id !== owner)
+    const others = group.members.filter((id) => id !== owner && !(init.lost ?? []).includes(id))
     const results = await Promise.all(others.map(async (id): Promise<Probe | undefined> => {
       try {
         const reply = await endpoint.request(id, { type: ERASURE_MESSAGES.versions }, { timeoutMs: probeTimeoutMs, ...(options.signal === undefined ? {} : { signal: options.signal }) })
@@ -126,7 +131,7 @@ export function createErasureL1Source (init: ErasureL1SourceInit, components: Er
         const members = [...roles.data, ...roles.parity].map((i) => group.members[i] as PeerId).filter((id) => id !== owner && holders.has(id))
         if (members.length < k) throw new InsufficientShardsError(`Stripe ${stripe} of version ${version} has ${members.length} surviving holders, ${k} needed`)
         const t0 = clock.now()
-        const replies = await Promise.all(members.map(async (id) => {
+        const fetchOne = async (id: PeerId): Promise<{ header: StripeHeader, shard: IndexedShard } | undefined> => {
           try {
             const env = await endpoint.request(id, { type: ERASURE_MESSAGES.fetch, step: version, body: { version, stripe } }, { timeoutMs: fetchTimeoutMs, ...(options.signal === undefined ? {} : { signal: options.signal }) })
             const body = parseBody(fetchReplySchema, env.header.body, 'fetch reply')
@@ -136,7 +141,16 @@ export function createErasureL1Source (init: ErasureL1SourceInit, components: Er
             log.warn({ peer: id, stripe, version, err: `${(err as Error).name}: ${(err as Error).message}` }, 'shard fetch failed')
             return undefined
           }
-        }))
+        }
+        // k shards are enough; the others are fetched only when one of the first k fails or is corrupt.
+        const replies = await Promise.all(members.slice(0, k).map(fetchOne))
+        const intactFirst = async (): Promise<boolean> => {
+          const ok = replies.filter((r) => r !== undefined) as Array<{ header: StripeHeader, shard: IndexedShard }>
+          if (ok.length < k) return false
+          const h = ok[0]?.header as StripeHeader
+          return ok.every((r) => JSON.stringify(r.header) === JSON.stringify(h) && r.shard.bytes.byteLength === h.shardSize && crc32c(r.shard.bytes) === h.crcs[r.shard.index])
+        }
+        if (!(await intactFirst())) replies.push(...await Promise.all(members.slice(k).map(fetchOne)))
         fetchMs += clock.now() - t0
         const got = replies.filter((r): r is { header: StripeHeader, shard: IndexedShard } => r !== undefined)
         // Members hold the same header; take the one most of them agree on (a corrupt copy loses the vote).
