@@ -69,6 +69,11 @@ export interface StageWorker extends Startable, AsyncDisposable {
   readonly lrScale: number
   /** The stage model (its variables are the worker's state). */
   readonly model: StageModel
+  /**
+   * The gradient of the last committed step before clipping (after the data-parallel all-reduce),
+   * flat in `model.params` order; undefined before the first commit.
+   */
+  lastGradient(): Float32Array | undefined
   /** Weights and optimiser slots, with `meta.step` = committed steps and `meta.lrScale`. */
   state(options?: AbortOptions): Promise<StateDict>
 }
@@ -108,6 +113,7 @@ export function createStageWorker (init: StageWorkerInit, components: StageWorke
   let epoch = 0
   let members: Member[][] = []
   let run: Run | undefined
+  let lastGrad: Float32Array | undefined
   let started = false
   let stopped = false
   const inbox = new Map<string, NamedTensor>()
@@ -324,6 +330,7 @@ export function createStageWorker (init: StageWorkerInit, components: StageWorke
       for (const p of parts) for (let i = 0; i < total; i++) sum[i] = (sum[i] as number) + (p[i] as number)
       grad = Float32Array.from(sum)
     }
+    lastGrad = grad.slice()
     let sq = 0
     for (let i = 0; i < total; i++) sq += (grad[i] as number) * (grad[i] as number)
     const norm = Math.sqrt(sq)
@@ -484,6 +491,7 @@ export function createStageWorker (init: StageWorkerInit, components: StageWorke
     get committed () { return committed },
     get lrScale () { return lrScale },
     model,
+    lastGradient: () => lastGrad?.slice(),
     async state (options = {}) {
       throwIfAborted(options.signal)
       const s = await extractState(model, optimizer)

@@ -1,5 +1,5 @@
 import {
-  InsufficientShardsError, componentLogger, crc32c, systemClock, throwIfAborted,
+  InsufficientShardsError, componentLogger, systemClock, throwIfAborted,
   type AbortOptions, type Clock, type Endpoint, type PeerId, type StateDict
 } from '@phalanx/core'
 import type { L1Source } from '../restore.js'
@@ -8,7 +8,7 @@ import {
   ERASURE_MESSAGES, envelopeBytes, fetchReplySchema, memberIndex, parseBody, versionsReplySchema, type ExchangeGroup
 } from './exchange.js'
 import { createSchemeCodec, dataStripesOf, stripeRoles, type SchemeCodecComponents } from './placement.js'
-import { decodeStripe, joinPieces, parseStripeHeader, type IndexedShard, type StripeHeader } from './stripe.js'
+import { decodeStripe, joinPieces, parseStripeHeader, type DecodedStripe, type IndexedShard, type StripeHeader } from './stripe.js'
 import { decodeSnapshot } from './snapshot-format.js'
 
 /** Tunables of {@link createErasureL1Source}. */
@@ -144,37 +144,44 @@ export function createErasureL1Source (init: ErasureL1SourceInit, components: Er
         }
         // k shards are enough; the others are fetched only when one of the first k fails or is corrupt.
         const replies = await Promise.all(members.slice(0, k).map(fetchOne))
-        const intactFirst = async (): Promise<boolean> => {
-          const ok = replies.filter((r) => r !== undefined) as Array<{ header: StripeHeader, shard: IndexedShard }>
-          if (ok.length < k) return false
-          const h = ok[0]?.header as StripeHeader
-          return ok.every((r) => JSON.stringify(r.header) === JSON.stringify(h) && r.shard.bytes.byteLength === h.shardSize && crc32c(r.shard.bytes) === h.crcs[r.shard.index])
-        }
-        if (!(await intactFirst())) replies.push(...await Promise.all(members.slice(k).map(fetchOne)))
         fetchMs += clock.now() - t0
-        const got = replies.filter((r): r is { header: StripeHeader, shard: IndexedShard } => r !== undefined)
-        // Members hold the same header; take the one most of them agree on (a corrupt copy loses the vote).
-        const votes = new Map<string, { header: StripeHeader, count: number }>()
-        for (const g of got) {
-          const key = JSON.stringify(g.header)
-          const v = votes.get(key)
-          if (v === undefined) votes.set(key, { header: g.header, count: 1 })
-          else v.count++
+        const decodeFrom = async (all: ReadonlyArray<{ header: StripeHeader, shard: IndexedShard } | undefined>): Promise<DecodedStripe> => {
+          const got = all.filter((r): r is { header: StripeHeader, shard: IndexedShard } => r !== undefined)
+          // Members hold the same header; take the one most of them agree on (a corrupt copy loses the vote).
+          const votes = new Map<string, { header: StripeHeader, count: number }>()
+          for (const g of got) {
+            const key = JSON.stringify(g.header)
+            const v = votes.get(key)
+            if (v === undefined) votes.set(key, { header: g.header, count: 1 })
+            else v.count++
+          }
+          const header = [...votes.values()].sort((a, b) => b.count - a.count)[0]?.header
+          if (header === undefined) throw new InsufficientShardsError(`No member returned a shard of stripe ${stripe} of version ${version}`)
+          const shards: IndexedShard[] = []
+          const seen = new Set<number>()
+          for (const g of got) {
+            if (seen.has(g.shard.index)) continue
+            seen.add(g.shard.index)
+            shards.push(g.shard)
+          }
+          const t1 = clock.now()
+          const out = await decodeStripe(codec, header, shards, options)
+          reconstructMs += clock.now() - t1
+          fetched += shards.length
+          for (const sh of shards) bytesFetched += sh.bytes.byteLength
+          return out
         }
-        const header = [...votes.values()].sort((a, b) => b.count - a.count)[0]?.header
-        if (header === undefined) throw new InsufficientShardsError(`No member returned a shard of stripe ${stripe} of version ${version}`)
-        const shards: IndexedShard[] = []
-        const seen = new Set<number>()
-        for (const g of got) {
-          if (seen.has(g.shard.index)) continue
-          seen.add(g.shard.index)
-          shards.push(g.shard)
-          bytesFetched += g.shard.bytes.byteLength
+        let out: DecodedStripe
+        try {
+          out = await decodeFrom(replies)
+        } catch (err) {
+          if ((err as Error).name !== InsufficientShardsError.name || members.length <= k) throw err
+          log.warn({ stripe, version, err: (err as Error).message }, 'first k shards not enough, fetching the others')
+          const t2 = clock.now()
+          replies.push(...await Promise.all(members.slice(k).map(fetchOne)))
+          fetchMs += clock.now() - t2
+          out = await decodeFrom(replies)
         }
-        fetched += shards.length
-        const t1 = clock.now()
-        const out = await decodeStripe(codec, header, shards, options)
-        reconstructMs += clock.now() - t1
         corrupt += out.corrupt.length
         if (out.corrupt.length > 0) log.warn({ stripe, version, corrupt: out.corrupt }, 'corrupt shards treated as missing')
         pieces.push(out.pieces[roles.data.indexOf(ownerIndex)] as Uint8Array)
