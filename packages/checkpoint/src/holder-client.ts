@@ -16,7 +16,7 @@ export interface HolderClientInit {
   /** Whose snapshots these are: stable across trainer restarts (e.g. `rank-3`). */
   owner: string
   /**
-   * Chunk messages in flight during a transfer.
+   * Chunk messages in flight during a transfer or a restore.
    * @default 2
    */
   window?: number
@@ -78,15 +78,23 @@ export function createHolderClient (init: HolderClientInit, components: HolderCl
     if (held === undefined) throw new NotFoundError(`The holder has no snapshot of ${owner}`, { details: { owner } })
     const bytes = new Uint8Array(held.bytes)
     const per = Math.max(held.chunkBytes, Math.floor(FRAME_BYTES / held.chunkBytes) * held.chunkBytes)
-    for (let off = 0; off < held.bytes; off += per) {
-      throwIfAborted(options.signal)
-      const length = Math.min(per, held.bytes - off)
-      const reply = await endpoint.request(holder, { type: HOLDER_MESSAGES.read, body: { owner, step: held.step, offset: off, length } }, { ...options, timeoutMs })
-      const data = frameBytes(reply)
-      if (data.byteLength !== length) throw new CorruptCheckpointError(`Holder returned ${data.byteLength} of ${length} bytes`)
-      verifyChunks(`holder:${owner}/step-${held.step}`, data, off, held.chunkBytes, held.crcs)
-      bytes.set(data, off)
+    const offsets: number[] = []
+    for (let off = 0; off < held.bytes; off += per) offsets.push(off)
+    let next = 0
+    // A window of reads in flight keeps the holder's disk reads, the transfer and our CRC checks overlapping.
+    const reader = async (): Promise<void> => {
+      while (next < offsets.length) {
+        throwIfAborted(options.signal)
+        const off = offsets[next++] as number
+        const length = Math.min(per, held.bytes - off)
+        const reply = await endpoint.request(holder, { type: HOLDER_MESSAGES.read, body: { owner, step: held.step, offset: off, length } }, { ...options, timeoutMs })
+        const data = frameBytes(reply)
+        if (data.byteLength !== length) throw new CorruptCheckpointError(`Holder returned ${data.byteLength} of ${length} bytes`)
+        verifyChunks(`holder:${owner}/step-${held.step}`, data, off, held.chunkBytes, held.crcs)
+        bytes.set(data, off)
+      }
     }
+    await Promise.all(Array.from({ length: Math.min(window, offsets.length) }, reader))
     return { held, bytes }
   }
 
