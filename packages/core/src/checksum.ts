@@ -1,12 +1,17 @@
 /**
  * CRC-32 (IEEE 802.3, as zlib/gzip) and CRC-32C (Castagnoli, as iSCSI/ext4) over byte chunks.
- * Both are slicing-by-8 table implementations: about 1 GB/s in V8 without native code.
+ *
+ * Every chunk Phalanx moves or stores is checksummed, so speed matters: `crc32c` and `crc32` use the
+ * native SSE4.2/PCLMUL implementation of `@node-rs/crc32` (a prebuilt binary shipped in the npm
+ * package; about 7 GB/s here) and fall back to the slicing-by-8 tables below (about 1 GB/s) on
+ * platforms without a binary. Both give identical results; the portable ones stay exported.
  *
  * Pass the previous result as `seed` to checksum data that arrives in pieces:
  * `crc32c(b, crc32c(a)) === crc32c(concat(a, b))`.
  *
  * @module
  */
+import { createRequire } from 'node:module'
 
 function makeTables (poly: number): Uint32Array[] {
   const tables = Array.from({ length: 8 }, () => new Uint32Array(256))
@@ -42,11 +47,39 @@ function makeCrc (poly: number): (data: Uint8Array, seed?: number) => number {
   }
 }
 
+/** Portable CRC-32C (Castagnoli) in plain TypeScript; same results as {@link crc32c}. */
+export const crc32cPortable: (data: Uint8Array, seed?: number) => number = makeCrc(0x82f63b78)
+
+/** Portable CRC-32 (IEEE) in plain TypeScript; same results as {@link crc32}. */
+export const crc32Portable: (data: Uint8Array, seed?: number) => number = makeCrc(0xedb88320)
+
+interface NativeCrc {
+  crc32c(data: Uint8Array, seed?: number): number
+  crc32(data: Uint8Array, seed?: number): number
+}
+
+function loadNative (): NativeCrc | undefined {
+  try {
+    return createRequire(import.meta.url)('@node-rs/crc32') as NativeCrc
+  } catch {
+    return undefined
+  }
+}
+
+const native = loadNative()
+
+/** True when the native CRC implementation is in use. */
+export const nativeCrc: boolean = native !== undefined
+
 /** CRC-32C (Castagnoli) of `data`, continuing from `seed` (a previous result). Use this for chunks. */
-export const crc32c: (data: Uint8Array, seed?: number) => number = makeCrc(0x82f63b78)
+export const crc32c: (data: Uint8Array, seed?: number) => number = native === undefined
+  ? crc32cPortable
+  : (data, seed = 0) => data.byteLength === 0 ? seed >>> 0 : native.crc32c(data, seed) >>> 0
 
 /** CRC-32 (IEEE, the zlib polynomial) of `data`, continuing from `seed`. For interop with zip/gzip tools. */
-export const crc32: (data: Uint8Array, seed?: number) => number = makeCrc(0xedb88320)
+export const crc32: (data: Uint8Array, seed?: number) => number = native === undefined
+  ? crc32Portable
+  : (data, seed = 0) => data.byteLength === 0 ? seed >>> 0 : native.crc32(data, seed) >>> 0
 
 /** Bytes of a typed array as a `Uint8Array` view (no copy). */
 export function bytesOf (view: ArrayBufferView): Uint8Array {

@@ -85,13 +85,25 @@ export const jobSchema = z.object({
 /** Job section of the configuration. */
 export type JobConfig = z.infer<typeof jobSchema>
 
+/**
+ * Aggregation rule of the job's reduce: `{ name, ...params }` as `createAggregator` of
+ * `@phalanx/aggregate` takes it (e.g. `{ name: 'Krum', f: 1 }`). Only the name is checked here;
+ * the rule's own parser validates the whole spec when the job is composed.
+ */
+export const aggregatorConfigSchema = z.object({ name: z.string() }).passthrough()
+
+/** Aggregator section of the configuration. */
+export type AggregatorConfig = z.infer<typeof aggregatorConfigSchema>
+
 /** The whole configuration. */
 export const configSchema = z.object({
   preset: z.enum(PRESET_NAMES),
   job: jobSchema,
   timeouts: timeoutsSchema,
   transport: transportSchema,
-  log: z.object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']) }).strict()
+  log: z.object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']) }).strict(),
+  /** The reduce's aggregation rule; every preset uses the plain mean, `{ name: 'Average' }`. */
+  aggregator: aggregatorConfigSchema
 }).strict()
 
 /** A fully resolved, validated configuration. */
@@ -114,21 +126,24 @@ export const PRESETS: Readonly<Record<PresetName, PhalanxConfig>> = {
     job: BASE_JOB,
     timeouts: { heartbeatIntervalMs: 100, suspectAfterMs: 500, requestTimeoutMs: 2_000, stepTimeoutMs: 60_000, rendezvousTimeoutMs: 60_000, closeLingerMs: 200 },
     transport: BASE_TRANSPORT,
-    log: { level: 'info' }
+    log: { level: 'info' },
+    aggregator: { name: 'Average' }
   },
   lan: {
     preset: 'lan',
     job: BASE_JOB,
     timeouts: { heartbeatIntervalMs: 200, suspectAfterMs: 1_500, requestTimeoutMs: 5_000, stepTimeoutMs: 300_000, rendezvousTimeoutMs: 300_000, closeLingerMs: 500 },
     transport: BASE_TRANSPORT,
-    log: { level: 'info' }
+    log: { level: 'info' },
+    aggregator: { name: 'Average' }
   },
   wan: {
     preset: 'wan',
     job: BASE_JOB,
     timeouts: { heartbeatIntervalMs: 1_000, suspectAfterMs: 10_000, requestTimeoutMs: 30_000, stepTimeoutMs: 900_000, rendezvousTimeoutMs: 900_000, closeLingerMs: 2_000 },
     transport: { ...BASE_TRANSPORT, curve: { enabled: true } },
-    log: { level: 'info' }
+    log: { level: 'info' },
+    aggregator: { name: 'Average' }
   }
 }
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { crc32, crc32c } from '../src/index.js'
+import { crc32, crc32Portable, crc32c, crc32cPortable, nativeCrc } from '../src/index.js'
 
 const ascii = (s: string): Uint8Array => new TextEncoder().encode(s)
 
@@ -8,6 +8,8 @@ describe('checksums', () => {
     // The "123456789" check values from the CRC catalogue.
     expect(crc32(ascii('123456789'))).toBe(0xcbf43926)
     expect(crc32c(ascii('123456789'))).toBe(0xe3069283)
+    expect(crc32Portable(ascii('123456789'))).toBe(0xcbf43926)
+    expect(crc32cPortable(ascii('123456789'))).toBe(0xe3069283)
     expect(crc32c(new Uint8Array(0))).toBe(0)
     // RFC 3720 B.4: 32 bytes of zeros.
     expect(crc32c(new Uint8Array(32))).toBe(0x8a9136aa)
@@ -29,5 +31,20 @@ describe('checksums', () => {
       expect(crc32c(data)).not.toBe(good)
       data[i] = (data[i] as number) ^ 0x10
     }
+  })
+
+  it('native and portable implementations agree on every length, offset and seed', () => {
+    expect(nativeCrc).toBe(true)
+    const data = new Uint8Array(4099).map((_, i) => (i * 131 + 7) & 0xff)
+    for (const [start, end] of [[0, 0], [0, 1], [3, 11], [1, 4099], [17, 2048], [0, 4099]] as const) {
+      const view = data.subarray(start, end)
+      for (const seed of [0, 1, 0xdeadbeef]) {
+        expect(crc32c(view, seed)).toBe(crc32cPortable(view, seed))
+        expect(crc32(view, seed)).toBe(crc32Portable(view, seed))
+      }
+    }
+    const floats = new Float32Array([1.5, -2, 3.25])
+    const bytes = new Uint8Array(floats.buffer)
+    expect(crc32c(bytes)).toBe(crc32cPortable(bytes))
   })
 })

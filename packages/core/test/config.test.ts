@@ -37,6 +37,13 @@ describe('config', () => {
     expect(() => resolveConfig({ preset: 'moon' })).toThrow(/Unknown preset "moon"/)
   })
 
+  it('defaults the aggregator to the mean and keeps the parameters of a chosen rule', () => {
+    for (const p of Object.values(PRESETS)) expect(p.aggregator).toEqual({ name: 'Average' })
+    expect(resolveConfig({}).aggregator).toEqual({ name: 'Average' })
+    expect(resolveConfig({ aggregator: { name: 'Krum', f: 1, neighbours: 'n-f-2' } }).aggregator).toEqual({ name: 'Krum', f: 1, neighbours: 'n-f-2' })
+    expect(() => resolveConfig({ aggregator: { name: 7 } })).toThrow(/aggregator\.name/)
+  })
+
   it('merges without touching its inputs', () => {
     const base = { a: { b: 1, c: 2 } }
     const merged = mergeConfig(base, { a: { c: 3 } })
