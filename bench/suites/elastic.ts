@@ -5,12 +5,14 @@
  *     joining worker so the count stays up); from each kill to the next committed step, p50/p99,
  *     with the coordinator's phase breakdown (detect, quorum, reconfigure, first commit).
  * (b) Per-step framework overhead of `train()` against a plain tfjs loop (bench/lib/elastic-overhead.ts).
- * (c) Healing throughput: a joiner pulls a 64 MiB state from 2 peers over zmq tcp (in one process:
- *     coordinator, 2 sources, joiner), as a ratio of raw transport throughput for the same bytes
- *     (4 MiB request/reply chunks from 2 peers, same concurrency) measured in the same run.
+ * (c) Healing throughput: a joiner pulls a 64 MiB state from 2 peers over zmq tcp (the sources are
+ *     separate processes, bench/lib/heal-source.ts; coordinator and joiner in this one), as a ratio
+ *     of raw transport throughput for the same bytes (4 MiB request/reply chunks from the same 2
+ *     processes, same concurrency) measured in the same run.
  *
  * Options: `--kills <n>` (20), `--heal-mib <n>` (64), `--skip-mttr`, `--skip-overhead` (partial runs, for development).
  */
+import { fork, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -24,6 +26,8 @@ import { median, progress, quantile, writeBenchResult, type Metric } from '../re
 const { values } = parseArgs({ options: { kills: { type: 'string' }, 'heal-mib': { type: 'string' }, 'skip-overhead': { type: 'boolean' }, 'skip-mttr': { type: 'boolean' } }, strict: true })
 const KILLS = Number(values.kills ?? 20)
 const HEAL_MIB = Number(values['heal-mib'] ?? 64)
+/** Chunk requests in flight per source: the worker's default `healConcurrency`, used for the raw baseline too. */
+const HEAL_CONCURRENCY = 2
 const root = join(import.meta.dirname, '..', '..')
 const bin = join(root, 'packages', 'cli', 'bin', 'phalanx.js')
 const metrics: Record<string, Metric> = {}
@@ -76,12 +80,15 @@ if (values['skip-overhead'] !== true) {
   Object.assign(metrics, await measureOverhead())
 }
 
-// (c) Healing throughput vs raw transport throughput, same bytes, same run.
+// (c) Healing throughput vs raw transport throughput, same bytes, same run. The two sources are
+// separate processes (as in reality); each also serves the raw baseline's chunks, so heal and
+// baseline cross the same process boundaries. Coordinator and joiner run in this process.
 {
   const transport = zmqTransport()
   const logger = silentLogger()
   const job = 'bench-heal'
-  const config = resolveConfig({ job: { id: job, steps: 1_000_000, globalBatch: 32, microBatch: 8, minWorkers: 2, seed: 3 } })
+  const seed = 3
+  const config = resolveConfig({ job: { id: job, steps: 1_000_000, globalBatch: 32, microBatch: 8, minWorkers: 2, seed } })
   const endpoints: Endpoint[] = []
   const open = async (id: string): Promise<Endpoint> => {
     const e = await transport.open({ id, job, listen: 'tcp://127.0.0.1:0', requestTimeoutMs: 20_000 })
@@ -90,7 +97,8 @@ if (values['skip-overhead'] !== true) {
   }
   const life = new AbortController()
   const runs: Array<Promise<unknown>> = []
-  const heals: Array<{ bytes: number, ms: number }> = []
+  const children: ChildProcess[] = []
+  const heals: Array<{ bytes: number, ms: number, metaMs: number, transferMs: number, setMs: number }> = []
   let rawMBps = Number.NaN
   try {
     const coordinatorEndpoint = await open('coordinator')
@@ -99,61 +107,68 @@ if (values['skip-overhead'] !== true) {
       heartbeatIntervalMs: 200, suspectAfterMs: 5_000, stepTimeoutMs: 60_000, rendezvousTimeoutMs: 60_000
     }, { endpoint: coordinatorEndpoint, logger })
     await coordinator.start()
-    const startWorker = async (id: string): Promise<{ healed: Promise<{ bytes: number, ms: number }>, stop: () => Promise<void> }> => {
+    progress(`healing: ${HEAL_MIB} MiB state from 2 source processes over zmq tcp`)
+    const rawAddresses = await Promise.all(['source-1', 'source-2'].map(async (id) => {
+      const child = fork(join(root, 'bench', 'lib', 'heal-source.ts'), [id, coordinatorEndpoint.address, String(HEAL_MIB), job, String(seed)], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+      children.push(child)
+      return await new Promise<string>((resolve, reject) => {
+        child.once('message', (m) => { resolve((m as { raw: string }).raw) })
+        child.once('exit', (code) => { reject(new Error(`heal source ${id} exited with ${code}`)) })
+      })
+    }))
+    const startJoiner = async (id: string): Promise<{ healed: Promise<typeof heals[number]>, stop: () => Promise<void> }> => {
       const endpoint = await open(id)
       const ctl = new AbortController()
       const model = createLinearModel(config, { stateMiB: HEAL_MIB })
-      let resolveHeal!: (h: { bytes: number, ms: number }) => void
-      const healed = new Promise<{ bytes: number, ms: number }>((resolve) => { resolveHeal = resolve })
+      let resolveHeal!: (h: typeof heals[number]) => void
+      const healed = new Promise<typeof heals[number]>((resolve) => { resolveHeal = resolve })
       const run = runStepLoop({
-        config: resolveConfig({ job: { id: job, seed: 3 }, timeouts: { heartbeatIntervalMs: 200, suspectAfterMs: 5_000, requestTimeoutMs: 20_000 } }),
+        config: resolveConfig({ job: { id: job, seed }, timeouts: { heartbeatIntervalMs: 200, suspectAfterMs: 5_000, requestTimeoutMs: 20_000 } }),
         workerId: id, endpoint, coordinatorAddress: coordinatorEndpoint.address, logger, signal: AbortSignal.any([life.signal, ctl.signal]), report: () => {},
-        onWorker: (w) => { w.on('heal', (e) => { resolveHeal({ bytes: e.bytes, ms: e.ms }) }) }
+        onWorker: (w) => { w.on('heal', (e) => { resolveHeal({ bytes: e.bytes, ms: e.ms, metaMs: e.metaMs, transferMs: e.transferMs, setMs: e.setMs }) }) }
       }, model, { evaluateEvery: 0 }).catch(() => undefined)
       runs.push(run)
       // A healed joiner leaves again, so every heal pulls from the same two sources.
       return { healed, stop: async () => { ctl.abort(); await run; await endpoint.close({ lingerMs: 0 }) } }
     }
-    progress(`healing: ${HEAL_MIB} MiB state from 2 peers over zmq tcp`)
-    await startWorker('source-1')
-    await startWorker('source-2')
     await new Promise<void>((resolve) => { const off = coordinator.on('commit', (e) => { if (e.step >= 3) { off(); resolve() } }) })
     for (let i = 0; i < 3; i++) {
-      const joiner = await startWorker(`joiner-${i + 1}`)
+      const joiner = await startJoiner(`joiner-${i + 1}`)
       heals.push(await joiner.healed)
       await joiner.stop()
-      progress(`heal ${i + 1}: ${(heals[i]!.bytes / 2 ** 20).toFixed(0)} MiB in ${heals[i]!.ms.toFixed(0)} ms`)
+      progress(`heal ${i + 1}: ${(heals[i]!.bytes / 2 ** 20).toFixed(0)} MiB in ${heals[i]!.ms.toFixed(0)} ms (meta ${heals[i]!.metaMs.toFixed(0)}, chunks ${heals[i]!.transferMs.toFixed(0)}, set ${heals[i]!.setMs.toFixed(0)})`)
     }
-    life.abort()
-    await Promise.all(runs)
-    await coordinator.stop()
 
-    // Raw: the same bytes as 4 MiB request/reply chunks from 2 peers, 2 requests in flight per peer.
-    const chunk = new Float32Array(1024 * 1024).fill(1)
-    const peers = [await open('raw-a'), await open('raw-b')]
-    for (const p of peers) p.handle('chunk', () => ({ type: 'chunk', tensors: [{ name: 'c', shape: [chunk.length], dtype: 'float32', data: chunk }] }))
+    // Raw: the same bytes as 4 MiB request/reply chunks from the same 2 processes, with the heal's
+    // concurrency per peer (the worker's default healConcurrency).
     const client = await open('raw-client')
-    for (const p of peers) client.connect(p.id, p.address)
-    const chunks = Math.ceil((HEAL_MIB * 2 ** 20) / chunk.byteLength)
+    const peers = ['raw-source-1', 'raw-source-2']
+    peers.forEach((p, k) => { client.connect(p, rawAddresses[k] as string) })
+    const chunks = Math.ceil((HEAL_MIB * 2 ** 20) / (4 * 2 ** 20))
     const rawTimes: number[] = []
     for (let round = 0; round < 3; round++) {
       let next = 0
       const t0 = performance.now()
-      await Promise.all(peers.flatMap((p) => Array.from({ length: 2 }, async () => {
-        while (next < chunks) { next++; await client.request(p.id, { type: 'chunk' }) }
+      await Promise.all(peers.flatMap((p) => Array.from({ length: HEAL_CONCURRENCY }, async () => {
+        while (next < chunks) { next++; await client.request(p, { type: 'chunk' }) }
       })))
       rawTimes.push(performance.now() - t0)
     }
-    rawMBps = (chunks * chunk.byteLength) / 2 ** 20 / (median(rawTimes) / 1000)
+    rawMBps = (chunks * 4) / (median(rawTimes) / 1000)
+    life.abort()
+    await Promise.all(runs)
+    await coordinator.stop()
   } finally {
     life.abort()
+    for (const c of children) c.kill('SIGTERM')
+    await Promise.all(children.map(async (c) => { if (c.exitCode === null && c.signalCode === null) await new Promise((resolve) => { c.once('exit', resolve) }) }))
     await Promise.all(endpoints.map(async (e) => { await e.close({ lingerMs: 0 }) }))
   }
   const healMBps = median(heals.map((h) => h.bytes / 2 ** 20 / (h.ms / 1000)))
   metrics.heal_throughput_MiBps = { value: healMBps, unit: 'MiB/s', target: null, better: 'higher' }
   metrics.raw_transport_throughput_MiBps = { value: rawMBps, unit: 'MiB/s', target: null, better: 'higher' }
   metrics.heal_vs_transport_ratio = { value: healMBps / rawMBps, unit: 'ratio', target: 0.8, better: 'higher' }
-  extra.heal = { stateMiB: HEAL_MIB, heals }
+  extra.heal = { stateMiB: HEAL_MIB, heals, sources: 'separate processes' }
 }
 
 writeBenchResult('elastic', metrics, extra)

@@ -13,13 +13,14 @@ import { hostState } from './fixtures/erasure-state.js'
 const FIXTURE = fileURLToPath(new URL('./fixtures/erasure-host.ts', import.meta.url))
 const HOSTS = 6
 
-interface Host { id: string, proc: ChildProcess, committed: number[], waitFor: (pred: (line: string) => boolean) => Promise<string>, exited: Promise<void> }
+interface Host { id: string, proc: ChildProcess, committed: number[], tail: string[], waitFor: (pred: (line: string) => boolean) => Promise<string>, exited: Promise<void> }
 
 function startHost (index: number): Host {
   const id = `host-${index}`
   // Its own process group (detached), so a whole host — holder and anything it started — dies at once.
   const proc = spawn(process.execPath, ['--import', 'tsx', '--conditions=@phalanx/source', FIXTURE, id, String(index)], { stdio: ['pipe', 'pipe', 'pipe'], detached: true })
   const committed: number[] = []
+  const tail: string[] = []
   const waiters: Array<{ pred: (line: string) => boolean, resolve: (line: string) => void, reject: (err: Error) => void }> = []
   let buf = ''
   let stderr = ''
@@ -32,6 +33,8 @@ function startHost (index: number): Host {
       buf = buf.slice(nl + 1)
       const m = /^committed (\d+)$/.exec(line)
       if (m !== null) committed.push(Number(m[1]))
+      tail.push(line)
+      if (tail.length > 4) tail.shift()
       for (const w of [...waiters]) if (w.pred(line)) { waiters.splice(waiters.indexOf(w), 1); w.resolve(line) }
     }
   })
@@ -42,7 +45,7 @@ function startHost (index: number): Host {
     })
   })
   const waitFor = async (pred: (line: string) => boolean): Promise<string> => await new Promise((resolve, reject) => { waiters.push({ pred, resolve, reject }) })
-  return { id, proc, committed, waitFor, exited }
+  return { id, proc, committed, tail, waitFor, exited }
 }
 
 async function killGroup (h: Host): Promise<void> {
@@ -72,8 +75,16 @@ describe('erasure e2e: 6 host processes over loopback zmq, RS(4,2)', () => {
     await Promise.all(hosts.map(async (h) => { addresses[h.id] = (await h.waitFor((l) => l.startsWith('address '))).slice(8) }))
     const group: ExchangeGroup = { members: hosts.map((h) => h.id), scheme: chooseScheme(HOSTS) }
     expect(group.scheme).toEqual({ kind: 'rs', k: 4, m: 2 })
-    for (const h of hosts) h.proc.stdin?.write(`${JSON.stringify({ group, addresses })}\n`)
-    await Promise.all(hosts.map(async (h) => await h.waitFor((l) => /^committed ([3-9]|\d\d+)$/.test(l))))
+    const config = { group, addresses, t0: Date.now(), slotMs: 250 }
+    for (const h of hosts) h.proc.stdin?.write(`${JSON.stringify(config)}\n`)
+    // Three committed snapshots everywhere before the failures.
+    let timer: NodeJS.Timeout | undefined
+    try {
+      await Promise.race([
+        Promise.all(hosts.map(async (h) => { for (let i = 0; i < 3; i++) await h.waitFor((l) => l.startsWith('committed ')) })),
+        new Promise((_resolve, reject) => { timer = setTimeout(() => { reject(new Error(`hosts did not commit 3 snapshots in 40 s: ${hosts.map((h) => `${h.id}: ${h.tail.join(' | ')}`).join('; ')}`)) }, 40_000) })
+      ])
+    } finally { clearTimeout(timer) }
 
     // An L2 checkpoint of host-1 from long ago: the fallback when L1 cannot help.
     const { dir, cleanup } = await tempDir('phx-erasure-e2e-')
@@ -111,5 +122,5 @@ describe('erasure e2e: 6 host processes over loopback zmq, RS(4,2)', () => {
     expect(stateDictsBitEqual(best.state, hostState(1, 1))).toBe(true)
     expect(best.skipped.find((s) => s.tier === 'L1')?.error).toMatch(/InsufficientShardsError: 3 of 6 members .* restore from L2/)
     expect(lines.some((l) => l.level === 50 && String(l.msg).includes('fall back to the L2 checkpoint'))).toBe(true)
-  }, 60_000)
+  }, 90_000)
 })

@@ -58,7 +58,7 @@ export function createMnistCliJob (config: PhalanxConfig, options: JobOptions = 
             const accuracy = r.evaluation?.accuracy
             context.report({ step: r.step + 1, loss, ...(accuracy === undefined ? {} : { accuracy }) })
           }
-        }, { endpoint: context.endpoint, logger: context.logger })
+        }, { endpoint: context.endpoint, logger: context.logger, ...(context.aggregator === undefined ? {} : { aggregator: context.aggregator }) })
         context.onWorker?.(trainer.worker)
         let summary
         try {

@@ -7,7 +7,8 @@
 import { mkdirSync } from 'node:fs'
 import { dirname } from 'node:path'
 import { pino, type Logger } from 'pino'
-import { InvalidConfigError, type EndpointInit, type EpochFence, type PhalanxConfig } from '@phalanx/core'
+import { InvalidConfigError, type Aggregator, type EndpointInit, type EpochFence, type PhalanxConfig } from '@phalanx/core'
+import { createAggregator } from '@phalanx/aggregate'
 import { readKeyFile, zmqTransport, type ZmqCurveOptions, type ZmqEndpoint } from '@phalanx/transport/zmq'
 
 /** Where and how a process logs. */
@@ -54,6 +55,24 @@ export async function curveFromConfig (config: PhalanxConfig): Promise<ZmqCurveO
   // Peers are learned from quorums at run time: every one of them is dialled with the job's server key.
   const serverKeys = new Proxy<Record<string, string>>({}, { get: () => serverKey })
   return { publicKey: keys.publicKey, secretKey: keys.secretKey, allow: c.allow ?? [keys.publicKey], serverKeys }
+}
+
+/**
+ * The reduce's aggregation rule from `config.aggregator` (`{ name, ...params }`, validated in full
+ * by `@phalanx/aggregate`). Workers run it on the shard they own.
+ *
+ * @throws {InvalidConfigError} naming the problem (an unknown rule, a bad parameter) and the valid options
+ */
+export function aggregatorFromConfig (config: PhalanxConfig): Aggregator {
+  try {
+    return createAggregator(config.aggregator)
+  } catch (err) {
+    const e = err as Error
+    if (e.name === InvalidConfigError.name) {
+      throw new InvalidConfigError(`aggregator ${JSON.stringify(config.aggregator)}: ${e.message}`, { cause: err, details: (err as InvalidConfigError).details })
+    }
+    throw err
+  }
 }
 
 /** Opens this process's ZeroMQ endpoint from the configuration. */

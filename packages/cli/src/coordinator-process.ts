@@ -15,6 +15,7 @@ import {
   type Coordinator, type CoordinatorStatus, type RecoveryRecord
 } from '@phalanx/coordinator'
 import { openEndpoint } from './compose.js'
+import type { ChildChaos } from './chaos-child.js'
 import type { ProcessEvent } from './events.js'
 
 /** Tunables of {@link runCoordinatorProcess}. */
@@ -54,6 +55,8 @@ export interface CoordinatorProcessComponents {
   logger: Logger
   /** Receives the process events (the launcher forwards them over IPC). */
   onEvent?: (event: ProcessEvent) => void
+  /** Chaos glue (`phalanx chaos run`): the endpoint is opened through its chaos transport. */
+  chaos?: ChildChaos
 }
 
 /** The JSON served at `GET /status`. */
@@ -91,7 +94,9 @@ export async function runCoordinatorProcess (init: CoordinatorProcessInit, compo
   const fence = createEpochFence({ exempt: ELASTIC_FENCE_EXEMPT })
   mkdirSync(dirname(init.wal), { recursive: true })
   const store = createWalStateStore({ path: init.wal }, { logger })
-  const endpoint = await openEndpoint(config, { id: 'coordinator', listen: init.listen, logger, fence })
+  const endpoint = components.chaos === undefined
+    ? await openEndpoint(config, { id: 'coordinator', listen: init.listen, logger, fence })
+    : await components.chaos.openEndpoint(config, { id: 'coordinator', listen: init.listen, logger, fence })
   const coordinator = createCoordinator(coordinatorInitFromConfig(config, { lastCallMs: init.lastCallMs ?? 0 }), { endpoint, store, logger, fence })
   const status = (): JobStatus => statusOf(config, endpoint.address, coordinator, () => endpoint.stats(), () => fence.dropped)
   let server: Server | undefined

@@ -33,3 +33,9 @@ export { createProgressDisplay, progressLine, recoveryLine, type ProgressDisplay
 export { formatSummary, freePort, launch, type FaultOutcome, type LaunchInit, type LaunchOutput, type LaunchSummary, type WorkerOutcome } from './launch.js'
 export { STATUS_URL_FILE, fetchStatus, formatStatus, statusUrlOf } from './status.js'
 export { main, type CliIO } from './main.js'
+export { createLaunchDriver, splitJobConfig, type LaunchDriver, type LaunchDriverComponents, type LaunchDriverInit } from './chaos-driver.js'
+export { chaosCommand, runChaosScenario, type ChaosCommandIO, type ChaosRunReport, type RunChaosInit } from './chaos-command.js'
+export {
+  CHAOS_ENV, childChaosFromEnv, createChildChaos,
+  type ChaosAckEvent, type ChaosControlMessage, type ChildChaos, type ChildChaosComponents, type ChildChaosInit, type ChildChaosSettings
+} from './chaos-child.js'

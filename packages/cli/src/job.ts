@@ -14,7 +14,7 @@
  */
 import {
   StepAbortedError, bytesOf, crc32c, flattenStateDict,
-  type AbortOptions, type Endpoint, type Logger, type PhalanxConfig, type StateDict
+  type AbortOptions, type Aggregator, type Endpoint, type Logger, type PhalanxConfig, type StateDict
 } from '@phalanx/core'
 import { createWorker, workerInitFromConfig, type MicroBatch, type StateHooks, type Worker } from '@phalanx/worker'
 
@@ -38,6 +38,8 @@ export interface JobRunContext {
   endpoint: Endpoint
   /** Address of the coordinator's endpoint. */
   coordinatorAddress: string
+  /** The reduce's aggregation rule, made from `config.aggregator`; absent = the mean. */
+  aggregator?: Aggregator
   /** The process logger (pino). */
   logger: Logger
   /** Fires when the process is asked to stop (SIGTERM, SIGINT, launcher gone). */
@@ -115,7 +117,7 @@ export async function runStepLoop (context: JobRunContext, trainer: StepTrainer,
   const signal = options.signal === undefined ? context.signal : AbortSignal.any([context.signal, options.signal])
   const worker = createWorker(
     workerInitFromConfig(context.config, { size: trainer.size, coordinatorAddress: context.coordinatorAddress }),
-    { endpoint: context.endpoint, state: trainer.state, logger: context.logger }
+    { endpoint: context.endpoint, state: trainer.state, logger: context.logger, ...(context.aggregator === undefined ? {} : { aggregator: context.aggregator }) }
   )
   context.onWorker?.(worker)
   let steps = 0

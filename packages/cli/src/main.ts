@@ -12,12 +12,15 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs, type ParseArgsConfig } from 'node:util'
 import { InvalidConfigError, InvalidParametersError, type PhalanxConfig } from '@phalanx/core'
 import { inspectCheckpoint, listCheckpoints, restoreCheckpoint, verifyCheckpoint } from '@phalanx/checkpoint'
+import { chaosCommand } from './chaos-command.js'
+import { childChaosFromEnv } from './chaos-child.js'
 import { createProcessLogger } from './compose.js'
 import { loadConfig, parseOverrides } from './config-file.js'
 import { runCoordinatorProcess } from './coordinator-process.js'
 import type { ProcessEvent } from './events.js'
 import { parseFaults } from './faults.js'
 import { launch } from './launch.js'
+import { etcdOptions, etcdTargetFrom, runHaCoordinatorCommand, haWorkerWiring, runSlurmLaunch, slurmOptions } from './ops-commands.js'
 import { STATUS_URL_FILE, fetchStatus, formatStatus } from './status.js'
 import { runWorkerProcess } from './worker-process.js'
 
@@ -38,6 +41,7 @@ Usage:
   phalanx coordinator [config flags] [--listen tcp://0.0.0.0:7100] [--wal <file>] [--status-port 9464]
   phalanx worker      [config flags] --coordinator <address> [--id <id>] [--listen tcp://<host>:0] [--job linear] [--out <file>]
   phalanx status      <http://host:port | run-dir> [--json]
+  phalanx chaos       run <scenario.yaml> [--seed N] [--report out.json] | replay <report.json>
   phalanx checkpoint  ls|verify|inspect|restore <dir> [id] [--out <file>]
   phalanx keygen      <name> [--dir <dir>]
   phalanx help [command]
@@ -60,6 +64,8 @@ const HELP: Record<string, string> = {
   --last-call-ms <ms>      first rendezvous waits this long for more workers (default 2000)
   --summary-json <file>    also write the summary as JSON
   --timeout-ms <ms>        give up after this long (default 600000)
+  --slurm                  submit to Slurm instead (sbatch --wait; coordinator on the first node, one srun step per worker;
+                           --run-dir must be on a shared filesystem); --sbatch-arg <arg>... adds #SBATCH lines
 `,
   coordinator: `phalanx coordinator: the job's coordinator (membership, failure detection, commits).
   --listen <address>       where workers reach it (default tcp://127.0.0.1:7100)
@@ -68,6 +74,10 @@ const HELP: Record<string, string> = {
   --status-host <host>     interface of the HTTP server (default 127.0.0.1)
   --last-call-ms <ms>      first rendezvous waits this long for more workers (default 0)
   --log-file <file>        JSON log file (default stderr)
+  --etcd <url,url>         high availability: run as one of several replicas elected through etcd (docs/operations.md)
+  --etcd-prefix <key>      etcd key prefix of the job (default /phalanx/<job-id>)
+  --lease-ttl <s>          leader lease TTL in seconds (default 2)
+  --status-token <token>   bearer token for the HTTP server and dashboard (required off loopback)
 `,
   worker: `phalanx worker: one training worker.
   --coordinator <address>  the coordinator's address (required)
@@ -76,10 +86,17 @@ const HELP: Record<string, string> = {
   --job <name|path>        job to train (default linear); --job-opt key=value passes it options
   --out <file>             write the final state as JSON with its crc32c
   --log-file <file>        JSON log file (default stderr)
+  --etcd <url,url>         find (and follow) the leading coordinator replica through etcd instead of --coordinator
+  --etcd-prefix <key>      etcd key prefix of the job (default /phalanx/<job-id>)
 `,
   status: `phalanx status <http://host:port | run-dir> [--json]: members, epoch, step and recoveries of a running job.
 `,
   checkpoint: `phalanx checkpoint ls <dir> | verify <dir> [id] | inspect <dir> [id] | restore <dir> [id] [--out <file>]
+`,
+  chaos: `phalanx chaos run <scenario.yaml|json> [--seed <n>] [--report <out.json>] [--run-dir <dir>] [--no-baseline]
+phalanx chaos replay <report.json> [--report <out.json>] [--run-dir <dir>]
+  Runs a fault scenario (packages/chaos/scenarios/) on real processes: fault-free baseline, the job with
+  its faults, invariant checks, a JSON report. Exit code 0 when the verdict is pass, 1 when it is fail.
 `,
   keygen: `phalanx keygen <name> [--dir <dir>]: writes <name>.key (CURVE key pair, mode 0600) and <name>.pub.
   Every process of a job uses the same key: --set transport.curve.enabled=true --set transport.curve.keyFile=<name>.key
@@ -202,7 +219,8 @@ async function cmdLaunch (args: string[], io: CliIO): Promise<number> {
       port: { type: 'string' },
       'last-call-ms': { type: 'string' },
       'summary-json': { type: 'string' },
-      'timeout-ms': { type: 'string' }
+      'timeout-ms': { type: 'string' },
+      ...slurmOptions
     },
     strict: true
   })
@@ -217,6 +235,9 @@ async function cmdLaunch (args: string[], io: CliIO): Promise<number> {
   const port = int(values, 'port', 1)
   const lastCallMs = int(values, 'last-call-ms', 0)
   const timeoutMs = int(values, 'timeout-ms', 1)
+  if (values.slurm === true) {
+    return await runSlurmLaunch(values, { workers, runDir, bin: binPath(), ...(port === undefined ? {} : { port }), ...(lastCallMs === undefined ? {} : { lastCallMs }) }, io, { processSignal, ipcSender })
+  }
   const ps = processSignal()
   try {
     const summary = await launch({
@@ -243,12 +264,14 @@ async function cmdCoordinator (args: string[], io: CliIO): Promise<number> {
       'status-port': { type: 'string' },
       'status-host': { type: 'string' },
       'last-call-ms': { type: 'string' },
-      'log-file': { type: 'string' }
+      'log-file': { type: 'string' },
+      ...etcdOptions
     },
     strict: true
   })
   if (values.help === true) { io.stdout(HELP.coordinator as string); return 0 }
   const config = await configFrom(values)
+  if (values.etcd !== undefined) return await runHaCoordinatorCommand(values, config, io, { processSignal, ipcSender })
   const wal = resolve(values.wal ?? join('.phalanx', config.job.id, 'coordinator.wal'))
   const logFile = values['log-file']
   const logger = createProcessLogger({ name: 'coordinator', level: config.log.level, ...(logFile === undefined ? {} : { file: logFile }) })
@@ -256,6 +279,7 @@ async function cmdCoordinator (args: string[], io: CliIO): Promise<number> {
   const lastCallMs = int(values, 'last-call-ms', 0)
   const ps = processSignal()
   const send = ipcSender()
+  const chaos = childChaosFromEnv('coordinator', logger)
   try {
     const result = await runCoordinatorProcess({
       config,
@@ -265,7 +289,7 @@ async function cmdCoordinator (args: string[], io: CliIO): Promise<number> {
       statusUrlFile: join(dirname(wal), STATUS_URL_FILE),
       ...(values['status-host'] === undefined ? {} : { statusHost: values['status-host'] }),
       ...(lastCallMs === undefined ? {} : { lastCallMs })
-    }, { logger, ...(send === undefined ? {} : { onEvent: send }) }, { signal: ps.signal })
+    }, { logger, ...(send === undefined ? {} : { onEvent: send }), ...(chaos === undefined ? {} : { chaos }) }, { signal: ps.signal })
     if (send === undefined) io.stdout(`job ${config.job.id} done: ${result.committed} steps committed, epoch ${result.epoch}\n`)
     return 0
   } catch (err) {
@@ -273,6 +297,7 @@ async function cmdCoordinator (args: string[], io: CliIO): Promise<number> {
     logger.error({ err }, 'coordinator failed')
     throw err
   } finally {
+    chaos?.dispose()
     ps.dispose()
   }
 }
@@ -287,12 +312,13 @@ async function cmdWorker (args: string[], io: CliIO): Promise<number> {
       id: { type: 'string' },
       listen: { type: 'string' },
       out: { type: 'string' },
-      'log-file': { type: 'string' }
+      'log-file': { type: 'string' },
+      ...etcdOptions
     },
     strict: true
   })
   if (values.help === true) { io.stdout(HELP.worker as string); return 0 }
-  if (values.coordinator === undefined) throw new InvalidConfigError('phalanx worker needs --coordinator <address> (e.g. tcp://10.0.0.1:7100)')
+  if (values.coordinator === undefined && values.etcd === undefined) throw new InvalidConfigError('phalanx worker needs --coordinator <address> (e.g. tcp://10.0.0.1:7100) or --etcd <urls>')
   const config = await configFrom(values)
   const id = values.id ?? `worker-${process.pid}`
   if (!/^[A-Za-z0-9._-]{1,128}$/.test(id) || id === 'coordinator') throw new InvalidConfigError(`--id "${id}": use letters, digits, dot, dash, underscore (and not "coordinator")`)
@@ -300,12 +326,14 @@ async function cmdWorker (args: string[], io: CliIO): Promise<number> {
   const logger = createProcessLogger({ name: id, level: config.log.level, ...(logFile === undefined ? {} : { file: logFile }) })
   const ps = processSignal()
   const send = ipcSender()
+  const chaos = childChaosFromEnv(id, logger)
   try {
+    const ha = await haWorkerWiring(etcdTargetFrom(values), config, values.coordinator, logger, ps.signal)
     const result = await runWorkerProcess({
-      config, id, coordinatorAddress: values.coordinator, job: values.job ?? 'linear', jobOptions: jobOptions(values),
+      config, id, coordinatorAddress: ha.coordinatorAddress, job: values.job ?? 'linear', jobOptions: jobOptions(values),
       ...(values.listen === undefined ? {} : { listen: values.listen }),
       ...(values.out === undefined ? {} : { out: values.out })
-    }, { logger, ...(send === undefined ? {} : { onEvent: send }) }, { signal: ps.signal })
+    }, { logger, ...(send === undefined ? {} : { onEvent: send }), ...ha.components, ...(chaos === undefined ? {} : { chaos }) }, { signal: ps.signal })
     if (send === undefined) {
       const metrics = [result.loss === undefined ? '' : `, loss ${result.loss.toPrecision(5)}`, result.accuracy === undefined ? '' : `, accuracy ${(100 * result.accuracy).toFixed(2)}%`].join('')
       io.stdout(`${id}: ${result.steps} steps${metrics}, final state crc32c ${result.checksum.toString(16).padStart(8, '0')}\n`)
@@ -316,6 +344,7 @@ async function cmdWorker (args: string[], io: CliIO): Promise<number> {
     logger.error({ err }, 'worker failed')
     throw err
   } finally {
+    chaos?.dispose()
     ps.dispose()
   }
 }
@@ -368,7 +397,16 @@ const COMMANDS: Record<string, (args: string[], io: CliIO) => Promise<number>> =
   worker: cmdWorker,
   status: cmdStatus,
   checkpoint: cmdCheckpoint,
-  keygen: cmdKeygen
+  keygen: cmdKeygen,
+  chaos: async (args, io) => {
+    const ps = processSignal()
+    try {
+      const code = await chaosCommand(args, io, { signal: ps.signal })
+      return ps.interrupted() ? 130 : code
+    } finally {
+      ps.dispose()
+    }
+  }
 }
 
 /** The error names that mean "you asked for something that cannot work" (exit code 2). */

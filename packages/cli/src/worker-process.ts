@@ -7,8 +7,9 @@
  */
 import { mkdirSync, writeFileSync, renameSync } from 'node:fs'
 import { dirname } from 'node:path'
-import { shapeSize, type AbortOptions, type Logger, type PhalanxConfig } from '@phalanx/core'
-import { openEndpoint } from './compose.js'
+import { shapeSize, type AbortOptions, type Endpoint, type Logger, type PhalanxConfig } from '@phalanx/core'
+import { aggregatorFromConfig, openEndpoint } from './compose.js'
+import type { ChildChaos } from './chaos-child.js'
 import type { ProcessEvent } from './events.js'
 import { stateChecksum, type JobOptions, type JobResult } from './job.js'
 import { loadJob } from './load-job.js'
@@ -42,6 +43,13 @@ export interface WorkerProcessInit {
 export interface WorkerProcessComponents {
   logger: Logger
   onEvent?: (event: ProcessEvent) => void
+  /** Chaos glue (`phalanx chaos run`): the endpoint is opened through its chaos transport. */
+  chaos?: ChildChaos
+  /**
+   * Called once the endpoint is open, before the job starts (HA mode: re-routes the coordinator to
+   * each new leader, see ha.ts); the function it resolves with is awaited when the worker ends.
+   */
+  onEndpoint?: (endpoint: Endpoint) => Promise<() => Promise<void>>
 }
 
 /** The final state and its checksum. */
@@ -71,9 +79,14 @@ export async function runWorkerProcess (init: WorkerProcessInit, components: Wor
   const signal = options.signal ?? new AbortController().signal
   const reportIntervalMs = init.reportIntervalMs ?? 250
   const job = await loadJob(init.job, config, init.jobOptions ?? {})
-  const endpoint = await openEndpoint(config, { id, listen: init.listen ?? 'tcp://127.0.0.1:0', logger })
+  // Before the endpoint opens: a bad aggregator spec fails the process at once with InvalidConfigError.
+  const aggregator = aggregatorFromConfig(config)
+  const listen = init.listen ?? 'tcp://127.0.0.1:0'
+  const endpoint = components.chaos === undefined ? await openEndpoint(config, { id, listen, logger }) : await components.chaos.openEndpoint(config, { id, listen, logger })
   let lastReport = 0
+  let detach: (() => Promise<void>) | undefined
   try {
+    detach = await components.onEndpoint?.(endpoint)
     logger.info({ address: endpoint.address, coordinator: init.coordinatorAddress, job: job.name }, 'worker listening')
     emit({ type: 'worker-ready', id, address: endpoint.address })
     const result = await job.run({
@@ -81,6 +94,7 @@ export async function runWorkerProcess (init: WorkerProcessInit, components: Wor
       workerId: id,
       endpoint,
       coordinatorAddress: init.coordinatorAddress,
+      aggregator,
       logger,
       signal,
       report (p) {
@@ -105,6 +119,7 @@ export async function runWorkerProcess (init: WorkerProcessInit, components: Wor
     emit({ type: 'result', id, steps: out.steps, checksum: out.checksum, ...(out.loss === undefined ? {} : { loss: out.loss }), ...(out.accuracy === undefined ? {} : { accuracy: out.accuracy }) })
     return out
   } finally {
+    await detach?.()
     await endpoint.close({ lingerMs: config.timeouts.closeLingerMs })
     await job.dispose?.()
   }

@@ -3,6 +3,7 @@ import { resolveConfig, silentLogger, type Endpoint } from '@phalanx/core'
 import { createCoordinator } from '@phalanx/coordinator'
 import { createMemoryNetwork, memoryTransport } from '@phalanx/transport/memory'
 import { createLinearModel, linearInitFromOptions, referenceLinearRun } from '../src/builtin-linear.js'
+import { aggregatorFromConfig } from '../src/compose.js'
 import { describeFault, parseFaults } from '../src/faults.js'
 import { runStepLoop, stateChecksum } from '../src/job.js'
 import { loadJob } from '../src/load-job.js'
@@ -64,6 +65,16 @@ describe('main', () => {
     expect(d.err()).toContain('--id')
     const e = capture()
     expect(await main(['status'], e.io)).toBe(2)
+  })
+
+  it('rejects a configuration naming an unknown aggregator with InvalidConfigError before joining', async () => {
+    expect(() => aggregatorFromConfig(resolveConfig({ aggregator: { name: 'Nope' } }))).toThrow(expect.objectContaining({ name: 'InvalidConfigError', message: expect.stringMatching(/aggregator .*Nope.*Krum/) }))
+    expect(() => aggregatorFromConfig(resolveConfig({ aggregator: { name: 'Krum', f: -1 } }))).toThrow(expect.objectContaining({ name: 'InvalidConfigError' }))
+    expect(aggregatorFromConfig(resolveConfig({ aggregator: { name: 'Krum', f: 1 } }))).toMatchObject({ name: 'Krum', f: 1, needsGram: true })
+    const a = capture()
+    expect(await main(['worker', '--coordinator', 'tcp://127.0.0.1:1', '--id', 'w1', '--set', 'aggregator.name=Nope'], a.io)).toBe(2)
+    expect(a.err()).toContain('aggregator')
+    expect(a.err()).toContain('Nope')
   })
 
   it('reports an unreachable coordinator with exit code 1', async () => {

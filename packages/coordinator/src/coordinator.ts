@@ -8,6 +8,7 @@ import {
 import type { z } from 'zod'
 import { createFailureDetector, type FailureDetector } from './failure-detector.js'
 import { createCoordinatorMetrics, startMetricsServer, type CoordinatorMetrics, type MetricsServer } from './metrics.js'
+import { createDashboardFeed } from './dashboard.js'
 import { assignMicroBatches } from './schedule.js'
 import { createMemoryStateStore, recoverState, type StateStore, type StoredMember } from './state-store.js'
 
@@ -75,6 +76,11 @@ export interface CoordinatorInit {
    * @default '127.0.0.1'
    */
   metricsHost?: string
+  /**
+   * Bearer token the metrics server (and its dashboard) requires; needed when `metricsHost` is not loopback.
+   * @default undefined (no token; loopback only)
+   */
+  metricsToken?: string
 }
 
 /** Collaborators of {@link createCoordinator}. */
@@ -659,7 +665,9 @@ export function createCoordinator (init: CoordinatorInit, components: Coordinato
       }))
       tick = clock.setInterval(onTick, init.heartbeatIntervalMs)
       if (init.metricsPort !== undefined) {
-        server = await startMetricsServer({ host: init.metricsHost ?? '127.0.0.1', port: init.metricsPort }, metrics.registry, () => coordinator.status(), options)
+        server = await startMetricsServer({
+          host: init.metricsHost ?? '127.0.0.1', port: init.metricsPort, ...(init.metricsToken === undefined ? {} : { token: init.metricsToken })
+        }, metrics.registry, () => ({ ...coordinator.status(), recoveries: coordinator.recoveries() }), options, { dashboard: createDashboardFeed(coordinator, { globalBatch: init.globalBatch, steps: init.steps, jobId: init.jobId }) })
       }
       updateGauges()
       log.info({ epoch, committed, knownMembers: recovered.members.length, metrics: server?.url }, 'coordinator started')

@@ -22,9 +22,18 @@ export {
   type Coordinator, type CoordinatorComponents, type CoordinatorEvents, type CoordinatorInit, type CoordinatorStatus, type RecoveryRecord
 } from './coordinator.js'
 export { createFailureDetector, type FailureDetector, type FailureDetectorInit } from './failure-detector.js'
-export { createCoordinatorMetrics, startMetricsServer, type CoordinatorMetrics, type MetricsServer } from './metrics.js'
+export { createCoordinatorMetrics, startMetricsServer, type CoordinatorMetrics, type MetricsServer, type MetricsServerExtras } from './metrics.js'
+export {
+  createDashboardFeed, dashboardAssets, dashboardHtml,
+  type DashboardData, type DashboardEpoch, type DashboardFeed, type DashboardFeedInit, type DashboardSource, type DashboardStep, type DashboardSuspect
+} from './dashboard.js'
 export { assignMicroBatches, shardRange } from './schedule.js'
 export {
   createMemoryStateStore, createWalStateStore, recoverState,
   type AppendOptions, type RecoveredState, type StateStore, type StoredMember, type StoreRecord, type WalStateStoreInit
 } from './state-store.js'
+export { createEtcdStateStore, type EtcdStateStoreInit } from './etcd-store.js'
+export {
+  createEtcdElection, etcdClientOptions,
+  type EtcdElection, type EtcdElectionComponents, type EtcdElectionInit, type EtcdOp, type LeaderInfo, type Leadership
+} from './leader.js'

@@ -1,7 +1,9 @@
-import { createServer, type Server } from 'node:http'
+import { timingSafeEqual } from 'node:crypto'
+import { createServer, type IncomingMessage, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { Counter, Gauge, Histogram, Registry } from 'prom-client'
-import type { AbortOptions } from '@phalanx/core'
+import { InvalidParametersError, type AbortOptions } from '@phalanx/core'
+import { dashboardAssets, dashboardHtml, type DashboardFeed } from './dashboard.js'
 
 /** The coordinator's Prometheus instruments, on a registry of its own (never the global default). */
 export interface CoordinatorMetrics {
@@ -50,22 +52,61 @@ export interface MetricsServer {
   close(): Promise<void>
 }
 
-/** Serves `GET /metrics` (Prometheus text) and `GET /status` (JSON from `status()`) on `host:port`. */
+/** Extras of {@link startMetricsServer}. */
+export interface MetricsServerExtras {
+  /** Serves the dashboard (`GET /`, `/dashboard.json`, `/assets/…`) from this feed; closed with the server. */
+  dashboard?: DashboardFeed
+}
+
+function isLoopback (host: string): boolean {
+  return host === '127.0.0.1' || host === 'localhost' || host === '::1' || host.startsWith('127.')
+}
+
+/**
+ * Serves `GET /metrics` (Prometheus text), `GET /status` (JSON from `status()`) and, with a
+ * dashboard feed, the read-only dashboard (`GET /`, `/dashboard.json`, `/assets/uplot.*`) on
+ * `host:port`. With `token`, every request must carry `Authorization: Bearer <token>` or
+ * `?token=<token>`; a non-loopback `host` without a token is refused.
+ */
 export async function startMetricsServer (
-  init: { host: string, port: number },
+  init: { host: string, port: number, token?: string },
   registry: Registry,
   status: () => unknown,
-  options: AbortOptions = {}
+  options: AbortOptions = {},
+  extras: MetricsServerExtras = {}
 ): Promise<MetricsServer> {
+  if (!isLoopback(init.host) && init.token === undefined) {
+    extras.dashboard?.close()
+    throw new InvalidParametersError(`The metrics server on ${init.host} is reachable from other hosts: give it a token`)
+  }
+  const feed = extras.dashboard
+  let assets: { js: string, css: string } | undefined
+  const authorized = (req: IncomingMessage, url: URL): boolean => {
+    if (init.token === undefined) return true
+    const given = url.searchParams.get('token') ?? (req.headers.authorization ?? '').replace(/^Bearer /, '')
+    const a = Buffer.from(given)
+    const b = Buffer.from(init.token)
+    return a.length === b.length && timingSafeEqual(a, b)
+  }
   const server: Server = createServer((req, res) => {
-    const path = (req.url ?? '/').split('?')[0]
+    const url = new URL(req.url ?? '/', 'http://localhost')
+    const path = url.pathname
     if (req.method !== 'GET') { res.writeHead(405).end(); return }
+    if (!authorized(req, url)) { res.writeHead(401, { 'www-authenticate': 'Bearer' }).end(); return }
     if (path === '/metrics') {
       registry.metrics().then((text) => {
         res.writeHead(200, { 'content-type': registry.contentType }).end(text)
       }, () => { res.writeHead(500).end() })
     } else if (path === '/status') {
       res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(status()))
+    } else if (feed !== undefined && (path === '/' || path === '/dashboard')) {
+      res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' }).end(dashboardHtml())
+    } else if (feed !== undefined && path === '/dashboard.json') {
+      res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' }).end(JSON.stringify(feed.data()))
+    } else if (feed !== undefined && (path === '/assets/uplot.iife.min.js' || path === '/assets/uplot.min.css')) {
+      assets ??= dashboardAssets()
+      const js = path.endsWith('.js')
+      res.writeHead(200, { 'content-type': js ? 'text/javascript' : 'text/css', 'cache-control': 'max-age=3600' }).end(js ? assets.js : assets.css)
     } else {
       res.writeHead(404).end()
     }
@@ -80,6 +121,7 @@ export async function startMetricsServer (
   return {
     url: `http://${init.host}:${addr.port}`,
     async close () {
+      feed?.close()
       await new Promise<void>((resolve) => { server.close(() => { resolve() }); server.closeAllConnections() })
     }
   }

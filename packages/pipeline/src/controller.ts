@@ -46,6 +46,8 @@ export interface PipelineControllerInit {
   snapshotEvery?: number
   /** Seeds random re-initialisations. @default 0 */
   seed?: number
+  /** The step to train first (when the stages were loaded from a snapshot). @default 0 */
+  startStep?: number
   /** Failed attempts of one step before `trainStep` gives up. @default 2 × stages + 2 */
   maxAttempts?: number
 }
@@ -160,7 +162,7 @@ export function createPipelineController (init: PipelineControllerInit, componen
   const gradNorms = new Array<number>(stages).fill(1)
   const listeners: { [E in keyof PipelineControllerEvents]: Set<PipelineControllerEvents[E]> } = { 'stage-lost': new Set(), recovered: new Set() }
   const metrics: PipelineMetrics = { stepsCommitted: 0, failedAttempts: 0, stagesLost: 0, recoveriesByStrategy: {}, microBatchesReplayed: 0, lastResumeMs: undefined }
-  let step = 0
+  let step = init.startStep ?? 0
   let epoch = endpoint.epoch
   let snapshot: Snapshot | undefined
   let recoveries = 0

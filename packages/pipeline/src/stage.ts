@@ -76,6 +76,8 @@ export interface StageWorker extends Startable, AsyncDisposable {
   lastGradient(): Float32Array | undefined
   /** Weights and optimiser slots, with `meta.step` = committed steps and `meta.lrScale`. */
   state(options?: AbortOptions): Promise<StateDict>
+  /** Loads what {@link state} returned (weights, optimiser, committed step, lr scale). */
+  load(state: StateDict): void
 }
 
 interface Run {
@@ -305,6 +307,7 @@ export function createStageWorker (init: StageWorkerInit, components: StageWorke
 
   const onCommit = async (env: Envelope, options: Required<AbortOptions>): Promise<{ type: string, body: unknown }> => {
     const { step } = commitBodySchema.parse(env.header.body)
+    if (env.header.epoch > epoch) throw new StaleEpochError(`Commit of epoch ${env.header.epoch} for a step run in epoch ${epoch}`)
     const r = run
     if (r === undefined || r.step !== step || !r.done) throw new StepAbortedError(`Step ${step} did not complete on ${endpoint.id}`)
     const signal = AbortSignal.any([options.signal, r.ctrl.signal])
@@ -372,6 +375,7 @@ export function createStageWorker (init: StageWorkerInit, components: StageWorke
 
   const onGet = async (env: Envelope): Promise<{ type: string, body: unknown, tensors: NamedTensor[] }> => {
     const { part } = getBodySchema.parse(env.header.body)
+    advanceEpoch(env.header.epoch)
     const body = { step: committed, lrScale }
     if (part === 'full') {
       const s = await extractState(model, optimizer)
@@ -423,6 +427,7 @@ export function createStageWorker (init: StageWorkerInit, components: StageWorke
 
   const onRecover = async (env: Envelope, options: Required<AbortOptions>): Promise<{ type: string, body: unknown }> => {
     const body = recoverBodySchema.parse(env.header.body)
+    advanceEpoch(env.header.epoch)
     const started = performance.now()
     run?.ctrl.abort(new StepAbortedError('Recovering'))
     run = undefined
@@ -469,6 +474,7 @@ export function createStageWorker (init: StageWorkerInit, components: StageWorke
 
   const onLoad = async (env: Envelope): Promise<{ type: string, body: unknown }> => {
     const body = loadBodySchema.parse(env.header.body)
+    advanceEpoch(env.header.epoch)
     run?.ctrl.abort(new StepAbortedError('Loading a snapshot'))
     run = undefined
     freshOptimizer(body.lrScale)
@@ -496,6 +502,14 @@ export function createStageWorker (init: StageWorkerInit, components: StageWorke
       throwIfAborted(options.signal)
       const s = await extractState(model, optimizer)
       return { tensors: s.tensors, meta: { step: committed, epoch, lrScale } }
+    },
+    load (state) {
+      run?.ctrl.abort(new StepAbortedError('Loading a state'))
+      run = undefined
+      const scale = typeof state.meta.lrScale === 'number' ? state.meta.lrScale : 1
+      freshOptimizer(scale)
+      loadState(model, optimizer, state)
+      committed = state.meta.step
     },
     start () {
       if (started || stopped) return

@@ -214,7 +214,7 @@ export function createTrainer<B> (spec: TrainSpec<B>, components: TrainComponent
 
   let stopping = false
   let running: Promise<TrainSummary> | undefined
-  // Gradient buffers reused across steps: reduce() copies what it sends, so they are free once it resolves.
+  // Gradient buffers reused across steps: reduce() sends views of them, and they are free again once it settles.
   const buffers: Float32Array[] = []
 
   const evaluate = async (): Promise<Record<string, number> | undefined> =>

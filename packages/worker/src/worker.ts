@@ -1,14 +1,16 @@
 import { randomBytes } from 'node:crypto'
 import {
   AbortError, ChecksumMismatchError, ClosedError, ElasticMessage, InvalidParametersError, MalformedMessageError, NotFoundError,
-  StepAbortedError, TimeoutError, bytesOf, componentLogger, crc32c, decodeTensors, checkFrames, flattenStateDict, systemClock,
-  aggBodySchema, commitBodySchema, doneBodySchema, gradBodySchema, gramBodySchema, healChunkBodySchema, healMetaBodySchema,
+  StepAbortedError, TimeoutError, assertSameLayout, bytesOf, componentLogger, crc32, decodeTensors, checkFrames, systemClock,
+  aggBodySchema, commitBodySchema, doneBodySchema, gradBodySchema, gramBodySchema, healMetaBodySchema,
   healMetaReplySchema, heartbeatReplySchema, joinReplySchema, quorumBodySchema,
-  type AbortOptions, type Aggregator, type Clock, type Endpoint, type Envelope, type HealMetaReply, type HeartbeatBody,
+  type AbortOptions, type AggregationReport, type Aggregator, type Clock, type Endpoint, type Envelope, type GradBody, type HealMetaReply, type HeartbeatBody,
   type JoinBody, type Logger, type NamedTensor, type OutboundMessage, type PhalanxConfig, type QuorumBody, type StateDict,
   type StateMeta, type TensorSpec, type TimerHandle, type WorkerPhase
 } from '@phalanx/core'
-import type { z } from 'zod'
+import { gramPartial } from '@phalanx/aggregate'
+import { z } from 'zod'
+import zlib from 'node:zlib'
 
 /** Tunables of {@link createWorker}. */
 export interface WorkerInit {
@@ -107,6 +109,10 @@ export interface TrainingStep {
   /**
    * Hands over one mean gradient per micro-batch (same order as {@link microBatches}, each of
    * length `size`) and resolves with the aggregated gradient of the whole global batch.
+   *
+   * Buffer ownership: the gradients are sent as views, not copies, so leave them unchanged until
+   * `reduce()` settles (reuse them for the next step). The returned aggregate is the worker's own
+   * buffer, reused by the next step's `reduce()`: apply or copy it before then.
    * @throws `StepAbortedError` when the epoch changed before the aggregate was complete
    */
   reduce(gradients: readonly Float32Array[], options?: ReduceOptions): Promise<Float32Array>
@@ -122,10 +128,19 @@ export interface WorkerEvents {
   abort: (event: { step: number, epoch: number, reason: string }) => void
   /** A step committed. `loss`: the coordinator's mean micro-batch loss of the step, when every member reported one. */
   commit: (event: { step: number, epoch: number, loss?: number }) => void
-  /** The state was pulled from peers. */
-  heal: (event: { step: number, bytes: number, ms: number, sources: string[], chunks: number, refetched: number }) => void
+  /**
+   * The state was pulled from peers. `metaMs`: until the layout arrived (includes waiting for a
+   * source's step boundary); `transferMs`: the chunks; `setMs`: the `state.set` hook.
+   */
+  heal: (event: { step: number, bytes: number, ms: number, sources: string[], chunks: number, refetched: number, metaMs: number, transferMs: number, setMs: number }) => void
   /** The micro-batch assignment changed without an epoch change. */
   reschedule: (event: { step: number, microBatches: number }) => void
+  /**
+   * The robust rule rejected (no weight) or down-weighted (a positive weight under half of the
+   * uniform 1/n) inputs on the shard this worker owns. Inputs map to the workers that computed
+   * them: per micro-batch through the step's assignment in deterministic mode, per rank otherwise.
+   */
+  robust: (event: { step: number, epoch: number, rule: string, rejected: string[], downWeighted: string[] }) => void
 }
 
 /** What a worker is doing. */
@@ -136,6 +151,8 @@ export interface WorkerStatus {
   rank: number
   phase: WorkerPhase
   done: boolean
+  /** Steps in which each worker's input was rejected / down-weighted on this worker's shard (robust rules only). */
+  robust: { rejected: Record<string, number>, downWeighted: Record<string, number> }
 }
 
 /** The elastic data-parallel worker: see docs/elastic.md. */
@@ -153,13 +170,40 @@ export interface Worker extends AsyncDisposable {
   on<E extends keyof WorkerEvents>(event: E, listener: WorkerEvents[E]): () => void
 }
 
+/** A received `grad`, `gram` or `agg` message, its body parsed once on arrival. */
 interface Inbound {
-  type: string
   from: string
+  body: GradBody | GramBody | AggBody
+  /**
+   * Views over the received frames, never copied: ZeroMQ frames belong to the receiver, and the
+   * memory transport hands over the sender's arrays, which the sender leaves untouched until the
+   * step is settled everywhere (see "Buffer ownership" in docs/elastic.md).
+   */
+  tensors: Float32Array[]
+}
+
+/** Inbound messages of one (type, epoch, step), in arrival order (append-only). */
+interface Bucket {
   epoch: number
   step: number
-  body: unknown
-  tensors: Float32Array[]
+  items: Inbound[]
+}
+
+type GramBody = z.infer<typeof gramBodySchema>
+type AggBody = z.infer<typeof aggBodySchema>
+
+/** Buffers of the reduce, reused from step to step while the quorum's size and this worker's rank stay the same. */
+interface ReduceBuffers {
+  W: number
+  rank: number
+  /** This worker's aggregated shard (sent to every member: shared, not copied per peer). */
+  out: Float32Array
+  /** The assembled aggregate handed to the caller (valid until the next `reduce()`). */
+  full: Float32Array
+  /** Non-deterministic mode: the local pre-sum of each owner's shard. */
+  presum: Float32Array[]
+  /** Robust rules in non-deterministic mode: per-worker mean slices. */
+  means: Float32Array[]
 }
 
 interface Pending {
@@ -170,16 +214,105 @@ interface Pending {
   settled: boolean
 }
 
+/** What a heal source serves: views of its state at a step boundary, valid while the state stays at {@link step}. */
 interface Snapshot {
   step: number
-  flat: Float32Array
-  crcs: number[]
+  tensors: readonly NamedTensor[]
+  /** Flat offset of each tensor. */
+  offsets: number[]
+  size: number
   specs: TensorSpec[]
   meta: StateMeta
-  chunkFloats: number
+  /** Chunk checksums computed so far, by `index · 2^26 + chunkFloats`. */
+  crcs: Map<number, number>
+}
+
+/**
+ * Heal chunk request: the core body plus, optionally, the chunk size of the meta the healer got
+ * (a source configured with another chunk size still serves the healer's chunking).
+ */
+const healChunkRequestSchema = z.object({ step: z.number().int().nonnegative(), index: z.number().int().nonnegative(), chunkFloats: z.number().int().positive().optional() }).strict()
+/** Heal chunk reply body: the chunk's CRC-32 travels with it (pieces in order, seeded). */
+const healChunkReplySchema = z.object({ step: z.number().int().nonnegative(), index: z.number().int().nonnegative(), crc: z.number().int().nonnegative() }).strict()
+
+/**
+ * The checksum of heal chunks and of the aggregate in votes: CRC-32 (IEEE) by zlib's native code
+ * (several GB/s, an order of magnitude faster than the JavaScript CRC-32C), with `@phalanx/core`'s
+ * table implementation of the same polynomial where zlib lacks it (Node < 20.15), so every process
+ * computes the same value.
+ */
+const fastCrc: (data: Uint8Array, seed?: number) => number = typeof zlib.crc32 === 'function' ? (data, seed = 0) => zlib.crc32(data, seed) : crc32
+
+function tensorAt (offsets: readonly number[], pos: number): number {
+  let lo = 0
+  let hi = offsets.length - 1
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >> 1
+    if ((offsets[mid] as number) <= pos) lo = mid
+    else hi = mid - 1
+  }
+  return lo
+}
+
+/** Views of the flat range `[start, end)` of `tensors` (flat offsets `offsets`), one per tensor it spans. */
+function flatRange (tensors: readonly NamedTensor[], offsets: readonly number[], start: number, end: number): Float32Array[] {
+  const out: Float32Array[] = []
+  for (let t = tensors.length === 0 ? 0 : tensorAt(offsets, start), pos = start; pos < end && t < tensors.length; t++) {
+    const data = (tensors[t] as NamedTensor).data
+    const off = offsets[t] as number
+    const to = Math.min(end, off + data.length)
+    if (to > pos) { out.push(data.subarray(pos - off, to - off)); pos = to }
+  }
+  return out
+}
+
+/** Copies `pieces` (consecutive) into the flat range of `tensors` starting at `start`. */
+function writeFlatRange (tensors: readonly NamedTensor[], offsets: readonly number[], start: number, pieces: readonly Float32Array[]): void {
+  let pos = start
+  for (const p of pieces) {
+    let k = 0
+    while (k < p.length) {
+      const t = tensorAt(offsets, pos)
+      const data = (tensors[t] as NamedTensor).data
+      const off = offsets[t] as number
+      const n = Math.min(p.length - k, off + data.length - pos)
+      if (n <= 0) throw new MalformedMessageError('Heal chunk runs past the end of the state')
+      data.set(n === p.length && k === 0 ? p : p.subarray(k, k + n), pos - off)
+      pos += n
+      k += n
+    }
+  }
 }
 
 const MAX_INBOX = 8192
+/** Coordinates summed per block: a float64 block accumulator this size stays in the L1/L2 cache. */
+const SUM_BLOCK = 4096
+
+/**
+ * `out[k] = (0 + Σ_i xs[i][offset + k]) / divisor`, summed in float64 in input order and rounded
+ * once: the canonical reduction (a sum starting at +0, so -0 inputs give +0 exactly as the
+ * single-process reference does). `acc` is a scratch block of {@link SUM_BLOCK} float64s.
+ */
+function sumDivInto (xs: readonly Float32Array[], offset: number, out: Float32Array, divisor: number, acc: Float64Array): void {
+  const n = out.length
+  if (xs.length === 1) {
+    const x = (xs[0] as Float32Array).subarray(offset, offset + n)
+    // x / 1 is exact: skip the division (the `0 +` still turns -0 into +0 like the float64 sum).
+    if (divisor === 1) for (let k = 0; k < n; k++) out[k] = 0 + (x[k] as number)
+    else for (let k = 0; k < n; k++) out[k] = (0 + (x[k] as number)) / divisor
+    return
+  }
+  for (let start = 0; start < n; start += SUM_BLOCK) {
+    const end = Math.min(n, start + SUM_BLOCK)
+    const len = end - start
+    acc.fill(0, 0, len)
+    for (const x of xs) {
+      const base = offset + start
+      for (let k = 0; k < len; k++) acc[k] = (acc[k] as number) + (x[base + k] as number)
+    }
+    for (let k = 0; k < len; k++) out[start + k] = (acc[k] as number) / divisor
+  }
+}
 
 function parseBody<T> (schema: z.ZodType<T>, body: unknown, type: string): T {
   const r = schema.safeParse(body)
@@ -237,11 +370,17 @@ export function createWorker (init: WorkerInit, components: WorkerComponents): W
   let committedLoss: { step: number, loss: number } | undefined
   let stepAbort: AbortController | undefined
   let snapshot: Snapshot | undefined
-  let inbox: Inbound[] = []
+  /** True while a heal is writing into the state in place: it must not be served meanwhile. */
+  let stateDirty = false
+  const inbox = new Map<string, Bucket>()
+  let inboxCount = 0
+  let reduceBuffers: ReduceBuffers | undefined
+  const sumScratch = new Float64Array(SUM_BLOCK)
+  const robustCounts: { rejected: Record<string, number>, downWeighted: Record<string, number> } = { rejected: {}, downWeighted: {} }
   const waiters = new Set<() => void>()
   const cleanups: Array<() => void> = []
   const listeners: { [E in keyof WorkerEvents]: Set<WorkerEvents[E]> } = {
-    epoch: new Set(), abort: new Set(), commit: new Set(), heal: new Set(), reschedule: new Set()
+    epoch: new Set(), abort: new Set(), commit: new Set(), heal: new Set(), reschedule: new Set(), robust: new Set()
   }
 
   const emit = <E extends keyof WorkerEvents>(event: E, ...args: Parameters<WorkerEvents[E]>): void => {
@@ -306,7 +445,7 @@ export function createWorker (init: WorkerInit, components: WorkerComponents): W
     assignment = q.assignment
     nextStep = q.step
     settlePending(q.step)
-    inbox = inbox.filter((m) => m.epoch >= epoch)
+    dropInbox((b) => b.epoch < epoch)
     rank = q.members.findIndex((m) => m.id === me)
     for (const m of q.members) if (m.id !== me) endpoint.connect(m.id, m.address)
     log.debug({ epoch, step: q.step, rank, active: q.active }, 'quorum')
@@ -378,13 +517,29 @@ export function createWorker (init: WorkerInit, components: WorkerComponents): W
     }
   }
 
+  const inboxKey = (type: string, e: number, st: number): string => `${type}|${e}|${st}`
+  const dropInbox = (drop: (b: Bucket) => boolean): void => {
+    for (const [k, b] of inbox) if (drop(b)) { inbox.delete(k); inboxCount -= b.items.length }
+  }
+  const bucketOf = (type: string, e: number, st: number): readonly Inbound[] => inbox.get(inboxKey(type, e, st))?.items ?? []
+
   const onPeerMessage = (env: Envelope): void => {
     const h = env.header
     if (h.epoch < epoch) return
     checkFrames(h, env.frames)
-    const tensors = decodeTensors(env).map((t) => t.data.slice())
-    if (inbox.length >= MAX_INBOX) inbox.shift()
-    inbox.push({ type: h.type, from: env.peer, epoch: h.epoch, step: h.step, body: h.body, tensors })
+    const schema = h.type === ElasticMessage.grad ? gradBodySchema : h.type === ElasticMessage.gram ? gramBodySchema : aggBodySchema
+    const parsed = schema.safeParse(h.body)
+    if (!parsed.success) { log.debug({ type: h.type, peer: env.peer }, 'dropped a peer message with an invalid body'); return }
+    if (inboxCount >= MAX_INBOX) {
+      // Bounded: drop the oldest bucket (a step long gone, or a flood).
+      const first = inbox.entries().next().value
+      if (first !== undefined) { inbox.delete(first[0]); inboxCount -= first[1].items.length }
+    }
+    const key = inboxKey(h.type, h.epoch, h.step)
+    let bucket = inbox.get(key)
+    if (bucket === undefined) { bucket = { epoch: h.epoch, step: h.step, items: [] }; inbox.set(key, bucket) }
+    bucket.items.push({ from: env.peer, body: parsed.data, tensors: decodeTensors(env).map((t) => t.data) })
+    inboxCount++
     notify()
   }
 
@@ -402,151 +557,226 @@ export function createWorker (init: WorkerInit, components: WorkerComponents): W
 
   const shard = (w: number, r: number): [number, number] => [Math.floor((r * size) / w), Math.floor(((r + 1) * size) / w)]
 
-  const sendOrKeep = async (to: string, message: OutboundMessage & { epoch: number, step: number }): Promise<void> => {
-    if (to === me) {
-      inbox.push({ type: message.type, from: me, epoch: message.epoch, step: message.step, body: message.body, tensors: (message.tensors ?? []).map((t) => t.data) })
-      notify()
-      return
-    }
+  /** Sends to a peer. A failure is left to the coordinator: a gone peer means a new epoch, which aborts the wait. */
+  const sendToPeer = async (to: string, message: OutboundMessage): Promise<void> => {
     try {
       await endpoint.send(to, message)
     } catch (err) {
-      // A peer that is gone fails the step through the coordinator's next epoch, which aborts our wait.
       log.debug({ peer: to, type: message.type, err: (err as Error).name }, 'send to peer failed')
     }
   }
 
-  /** The reduce-scatter, shard aggregation and all-gather of one step. */
-  const exchange = async (s: number, e: number, q: QuorumBody, mbs: readonly MicroBatch[], grads: readonly Float32Array[], signal: AbortSignal): Promise<Float32Array> => {
+  const buffersFor = (W: number, len: number): ReduceBuffers => {
+    const b = reduceBuffers
+    if (b !== undefined && b.W === W && b.rank === rank && b.out.length === len && b.full.length === size) return b
+    const full = new Float32Array(size)
+    const [a] = shard(W, rank)
+    // This worker's shard aggregate is computed in place in the assembled vector: no copy of it.
+    reduceBuffers = { W, rank, full, out: full.subarray(a, a + len), presum: [], means: [] }
+    return reduceBuffers
+  }
+
+  /** Counts and reports inputs a robust rule rejected or down-weighted, by the worker that computed them. */
+  const noteReport = (s: number, e: number, q: QuorumBody, report: AggregationReport, n: number, asg: readonly number[]): void => {
+    const workerOf = (input: number): string => {
+      let r = input
+      if (q.deterministic) {
+        r = 0
+        for (let first = 0; r < asg.length && input >= first + (asg[r] as number); r++) first += asg[r] as number
+      }
+      return q.members[r]?.id ?? `input-${input}`
+    }
+    const rejected = new Set(report.rejected.map(workerOf))
+    const down = new Set<string>()
+    if (report.weights !== undefined) {
+      // Down-weighted: a positive weight under half of the uniform 1/n.
+      report.weights.forEach((w, i) => { if (w > 0 && w < 0.5 / n) down.add(workerOf(i)) })
+    }
+    for (const id of rejected) down.delete(id)
+    if (rejected.size === 0 && down.size === 0) return
+    for (const id of rejected) robustCounts.rejected[id] = (robustCounts.rejected[id] ?? 0) + 1
+    for (const id of down) robustCounts.downWeighted[id] = (robustCounts.downWeighted[id] ?? 0) + 1
+    const event = { step: s, epoch: e, rule: (aggregator as Aggregator).name, rejected: [...rejected], downWeighted: [...down] }
+    log.warn(event, 'robust aggregation rejected or down-weighted inputs')
+    emit('robust', event)
+  }
+
+  /** A robust rule on this worker's shard: the Gram all-gather when the rule needs it, then the rule. */
+  const aggregateRobust = async (s: number, e: number, q: QuorumBody, inputs: Float32Array[], out: Float32Array, ranks: ReadonlyMap<string, number>, signal: AbortSignal, aborted: () => Error): Promise<AggregationReport> => {
+    const agg = aggregator as Aggregator
+    const W = q.members.length
+    agg.check(inputs.length)
+    let gram: Float64Array | undefined
+    if (agg.needsGram) {
+      const n = inputs.length
+      const part = gramPartial(inputs)
+      if (W > 1) {
+        const body = { rank, n, gram: Array.from(part) }
+        await Promise.all(q.members.filter((m) => m.id !== me).map(async (m) => { await sendToPeer(m.id, { type: ElasticMessage.gram, epoch: e, step: s, body }) }))
+      }
+      gram = await waitUntil(() => {
+        const parts = new Array<ArrayLike<number> | undefined>(W)
+        parts[rank] = part
+        let have = 1
+        for (const m of bucketOf(ElasticMessage.gram, e, s)) {
+          const b = m.body as GramBody
+          if (b.n === n && b.gram.length === n * n && ranks.get(m.from) === b.rank && parts[b.rank] === undefined) { parts[b.rank] = b.gram; have++ }
+        }
+        if (have < W) return undefined
+        // Summed in rank order from +0, so every owner gets the same bits.
+        const g = new Float64Array(n * n)
+        for (let r = 0; r < W; r++) { const p = parts[r] as ArrayLike<number>; for (let j = 0; j < g.length; j++) g[j] = (g[j] as number) + (p[j] as number) }
+        return g
+      }, signal, aborted)
+    }
+    const sliceSeed = (seed ^ s) >>> 0
+    return agg.aggregateSlice(inputs, out, gram === undefined ? { seed: sliceSeed } : { gram, seed: sliceSeed })
+  }
+
+  /**
+   * The reduce-scatter, shard aggregation and all-gather of one step. Returns the assembled
+   * aggregate (a reused buffer) and its CRC-32C, computed slice by slice in rank order while the
+   * other slices are still arriving. With one member nothing is sent and the checksum is 0: a vote
+   * among one has nobody to disagree with.
+   */
+  const exchange = async (s: number, e: number, q: QuorumBody, mbs: readonly MicroBatch[], grads: readonly Float32Array[], signal: AbortSignal): Promise<{ full: Float32Array, checksum: number }> => {
     const W = q.members.length
     const M = q.globalBatch / q.microBatch
     const aborted = (): Error => (signal.reason instanceof Error ? signal.reason : new StepAbortedError())
-    const sends: Array<Promise<void>> = []
-    for (let o = 0; o < W; o++) {
-      const [a, b] = shard(W, o)
-      const owner = (q.members[o] as { id: string }).id
-      let message: OutboundMessage & { epoch: number, step: number }
-      if (q.deterministic) {
-        message = {
-          type: ElasticMessage.grad, epoch: e, step: s,
-          body: { microBatches: mbs.map((m) => m.index) },
-          tensors: grads.map((g, i) => ({ name: `m${(mbs[i] as MicroBatch).index}`, shape: [b - a], dtype: 'float32', data: g.slice(a, b) }))
-        }
-      } else {
-        const sum = new Float64Array(b - a)
-        for (const g of grads) for (let j = a; j < b; j++) sum[j - a] = (sum[j - a] as number) + (g[j] as number)
-        message = { type: ElasticMessage.grad, epoch: e, step: s, body: { count: grads.length }, tensors: [{ name: 'sum', shape: [b - a], dtype: 'float32', data: Float32Array.from(sum) }] }
-      }
-      sends.push(sendOrKeep(owner, message))
-    }
-    await Promise.all(sends)
-    phase = 'exchange'
-
-    // Owner: wait for every input of my shard.
     const [a, b] = shard(W, rank)
     const len = b - a
-    const rankOf = new Map(q.members.map((m) => [m.id, m.rank]))
-    const grads64 = (): Float32Array[] | undefined => {
-      const mine = inbox.filter((m) => m.type === ElasticMessage.grad && m.epoch === e && m.step === s)
-      if (q.deterministic) {
-        const byIndex = new Map<number, Float32Array>()
-        for (const m of mine) {
-          const body = gradBodySchema.safeParse(m.body)
-          const idx = body.success ? body.data.microBatches ?? [] : []
-          if (idx.length !== m.tensors.length) continue
-          idx.forEach((i, k) => { const t = m.tensors[k] as Float32Array; if (i < M && t.length === len && !byIndex.has(i)) byIndex.set(i, t) })
-        }
-        if (byIndex.size < M) return undefined
-        return Array.from({ length: M }, (_, i) => byIndex.get(i) as Float32Array)
-      }
-      const byRank = new Map<number, Float32Array>()
-      for (const m of mine) {
-        const r = rankOf.get(m.from)
-        const body = gradBodySchema.safeParse(m.body)
-        const t = m.tensors[0]
-        if (r === undefined || !body.success || t === undefined || t.length !== len || byRank.has(r)) continue
-        const c = body.data.count ?? 0
-        // Robust rules see per-worker means; the mean path sums the pre-summed slices.
-        if (!useMean && c > 0) for (let j = 0; j < len; j++) t[j] = (t[j] as number) / c
-        byRank.set(r, t)
-      }
-      if (byRank.size < W) return undefined
-      return Array.from({ length: W }, (_, r) => byRank.get(r) as Float32Array)
-    }
-    const inputs = await waitUntil(grads64, signal, aborted)
-    const out = new Float32Array(len)
-    if (useMean) {
-      const acc = new Float64Array(len)
-      for (const x of inputs) for (let j = 0; j < len; j++) acc[j] = (acc[j] as number) + (x[j] as number)
-      for (let j = 0; j < len; j++) out[j] = (acc[j] as number) / M
-    } else {
-      const agg = aggregator as Aggregator
-      agg.check(inputs.length)
-      let gram: Float64Array | undefined
-      if (agg.needsGram) {
-        const n = inputs.length
-        const part = new Array<number>(n * n).fill(0)
-        for (let i = 0; i < n; i++) {
-          for (let k = i; k < n; k++) {
-            let d = 0
-            const xi = inputs[i] as Float32Array
-            const xk = inputs[k] as Float32Array
-            for (let j = 0; j < len; j++) d += (xi[j] as number) * (xk[j] as number)
-            part[i * n + k] = d
-            part[k * n + i] = d
+    const bufs = buffersFor(W, len)
+    const { out, full } = bufs
+    const ranks = new Map(q.members.map((m) => [m.id, m.rank]))
+    const asg = assignment
+    try {
+      // 1. Reduce-scatter: every owner gets this worker's slices of its shard, as views (no copies).
+      const sends: Array<Promise<void>> = []
+      for (let o = 0; o < W; o++) {
+        const [x, y] = shard(W, o)
+        let message: OutboundMessage
+        if (q.deterministic) {
+          if (o === rank) continue
+          message = {
+            type: ElasticMessage.grad, epoch: e, step: s,
+            body: { microBatches: mbs.map((m) => m.index) },
+            tensors: grads.map((g, i) => ({ name: `m${(mbs[i] as MicroBatch).index}`, shape: [y - x], dtype: 'float32', data: g.subarray(x, y) }))
           }
+        } else {
+          let p = bufs.presum[o]
+          if (p?.length !== y - x) { p = new Float32Array(y - x); bufs.presum[o] = p }
+          sumDivInto(grads, x, p, 1, sumScratch)
+          if (o === rank) continue
+          message = { type: ElasticMessage.grad, epoch: e, step: s, body: { count: grads.length }, tensors: [{ name: 'sum', shape: [y - x], dtype: 'float32', data: p }] }
         }
-        await Promise.all(q.members.map(async (m) => { await sendOrKeep(m.id, { type: ElasticMessage.gram, epoch: e, step: s, body: { rank, n, gram: part } }) }))
-        gram = await waitUntil(() => {
-          const parts = new Map<number, number[]>()
-          for (const m of inbox) {
-            if (m.type !== ElasticMessage.gram || m.epoch !== e || m.step !== s) continue
-            const body = gramBodySchema.safeParse(m.body)
-            if (body.success && body.data.n === n && body.data.gram.length === n * n && rankOf.get(m.from) === body.data.rank) parts.set(body.data.rank, body.data.gram)
-          }
-          if (parts.size < W) return undefined
-          const g = new Float64Array(n * n)
-          for (let r = 0; r < W; r++) { const p = parts.get(r) as number[]; for (let j = 0; j < g.length; j++) g[j] = (g[j] as number) + (p[j] as number) }
-          return g
-        }, signal, aborted)
+        sends.push(sendToPeer((q.members[o] as { id: string }).id, message))
       }
-      agg.aggregateSlice(inputs, out, gram === undefined ? { seed: (seed ^ s) >>> 0 } : { gram, seed: (seed ^ s) >>> 0 })
-    }
+      await Promise.all(sends)
+      phase = 'exchange'
 
-    // All-gather.
-    await Promise.all(q.members.map(async (m) => {
-      await sendOrKeep(m.id, { type: ElasticMessage.agg, epoch: e, step: s, body: { rank }, tensors: [{ name: 'slice', shape: [len], dtype: 'float32', data: m.id === me ? out : out.slice() }] })
-    }))
-    const full = await waitUntil(() => {
-      const slices = new Map<number, Float32Array>()
-      for (const m of inbox) {
-        if (m.type !== ElasticMessage.agg || m.epoch !== e || m.step !== s) continue
-        const body = aggBodySchema.safeParse(m.body)
-        if (!body.success || rankOf.get(m.from) !== body.data.rank) continue
-        const [x, y] = shard(W, body.data.rank)
-        const t = m.tensors[0]
-        if (t !== undefined && t.length === y - x) slices.set(body.data.rank, t)
+      // 2. Owner: every input of my shard (mine are views over my own gradients).
+      const collected = await waitUntil((): { inputs: Float32Array[], counts: number[] } | undefined => {
+        if (q.deterministic) {
+          const byIndex = new Array<Float32Array | undefined>(M)
+          let have = 0
+          mbs.forEach((m, i) => { if (m.index < M && byIndex[m.index] === undefined) { byIndex[m.index] = (grads[i] as Float32Array).subarray(a, b); have++ } })
+          for (const m of bucketOf(ElasticMessage.grad, e, s)) {
+            const idx = (m.body as GradBody).microBatches ?? []
+            if (idx.length !== m.tensors.length) continue
+            for (let k = 0; k < idx.length; k++) {
+              const i = idx[k] as number
+              const t = m.tensors[k] as Float32Array
+              if (i < M && t.length === len && byIndex[i] === undefined) { byIndex[i] = t; have++ }
+            }
+          }
+          return have < M ? undefined : { inputs: byIndex as Float32Array[], counts: [] }
+        }
+        const byRank = new Array<Float32Array | undefined>(W)
+        const counts = new Array<number>(W).fill(0)
+        byRank[rank] = bufs.presum[rank]
+        counts[rank] = grads.length
+        let have = 1
+        for (const m of bucketOf(ElasticMessage.grad, e, s)) {
+          const r = ranks.get(m.from)
+          const t = m.tensors[0]
+          if (r === undefined || t?.length !== len || byRank[r] !== undefined) continue
+          byRank[r] = t
+          counts[r] = (m.body as GradBody).count ?? 0
+          have++
+        }
+        return have < W ? undefined : { inputs: byRank as Float32Array[], counts }
+      }, signal, aborted)
+
+      // 3. Aggregate my shard into its place in `full`.
+      if (useMean) {
+        sumDivInto(collected.inputs, 0, out, M, sumScratch)
+      } else {
+        let inputs = collected.inputs
+        if (!q.deterministic) {
+          // Robust rules see per-worker means; received arrays are never written to (they may be the sender's).
+          inputs = inputs.map((t, r) => {
+            const c = collected.counts[r] as number
+            if (c <= 0) return t
+            let m = bufs.means[r]
+            if (m?.length !== len) { m = new Float32Array(len); bufs.means[r] = m }
+            for (let k = 0; k < len; k++) m[k] = (t[k] as number) / c
+            return m
+          })
+        }
+        const report = await aggregateRobust(s, e, q, inputs, out, ranks, signal, aborted)
+        noteReport(s, e, q, report, inputs.length, asg)
       }
-      if (slices.size < W) return undefined
-      const g = new Float32Array(size)
-      for (let r = 0; r < W; r++) g.set(slices.get(r) as Float32Array, shard(W, r)[0])
-      return g
-    }, signal, aborted)
-    inbox = inbox.filter((m) => !(m.epoch === e && m.step === s))
-    return full
+      if (W === 1) return { full, checksum: 0 }
+
+      // 4. All-gather: the same view of my slice goes to every member; theirs are copied into place
+      // as they arrive, and the checksum advances over the contiguous prefix of slices.
+      const sent = Promise.all(q.members.filter((m) => m.id !== me).map(async (m) => {
+        await sendToPeer(m.id, { type: ElasticMessage.agg, epoch: e, step: s, body: { rank }, tensors: [{ name: 'slice', shape: [len], dtype: 'float32', data: out }] })
+      }))
+      const have = new Uint8Array(W)
+      have[rank] = 1
+      let seen = 0
+      let crcNext = 0
+      let crc = 0
+      const checksum = await waitUntil(() => {
+        const items = bucketOf(ElasticMessage.agg, e, s)
+        if (items.length < seen) seen = 0
+        for (; seen < items.length; seen++) {
+          const m = items[seen] as Inbound
+          const r = (m.body as AggBody).rank
+          if (ranks.get(m.from) !== r || have[r] === 1) continue
+          const [x, y] = shard(W, r)
+          const t = m.tensors[0]
+          if (t?.length !== y - x) continue
+          full.set(t, x)
+          have[r] = 1
+        }
+        while (crcNext < W && have[crcNext] === 1) {
+          const [x, y] = shard(W, crcNext)
+          crc = fastCrc(bytesOf(full.subarray(x, y)), crc)
+          crcNext++
+        }
+        return crcNext === W ? crc : undefined
+      }, signal, aborted)
+      await sent
+      return { full, checksum }
+    } catch (err) {
+      // Sends of an abandoned step may still be reading these buffers: never hand them out again.
+      reduceBuffers = undefined
+      throw err
+    } finally {
+      dropInbox((bk) => bk.epoch < e || (bk.epoch === e && bk.step <= s))
+    }
   }
 
   const takeSnapshot = async (step: number): Promise<Snapshot> => {
     if (snapshot?.step === step) return snapshot
     const st = await hooks.get()
-    const flat = flattenStateDict(st)
-    const crcs: number[] = []
-    for (let off = 0; off < flat.length || (off === 0 && crcs.length === 0); off += chunkFloats) {
-      crcs.push(crc32c(bytesOf(flat.subarray(off, Math.min(flat.length, off + chunkFloats)))))
-      if (flat.length === 0) break
-    }
+    const offsets: number[] = []
+    let total = 0
+    for (const t of st.tensors) { offsets.push(total); total += t.data.length }
     const meta: StateMeta = { ...st.meta, step, epoch, cursor: step * (quorum?.globalBatch ?? 0) }
-    snapshot = { step, flat, crcs, specs: st.tensors.map((t) => ({ name: t.name, shape: [...t.shape], dtype: t.dtype })), meta, chunkFloats }
+    snapshot = { step, tensors: st.tensors, offsets, size: total, specs: st.tensors.map((t) => ({ name: t.name, shape: [...t.shape], dtype: t.dtype })), meta, crcs: new Map() }
     return snapshot
   }
 
@@ -555,8 +785,10 @@ export function createWorker (init: WorkerInit, components: WorkerComponents): W
     const t = withTimeout(requestTimeoutMs, parent)
     try {
       await waitUntil(() => {
-        if (committed > step && snapshot?.step !== step) throw new NotFoundError(`State of step ${step} is gone (at ${committed})`)
-        return (atBoundary && committed === step) || snapshot?.step === step ? true : undefined
+        // The snapshot holds views of the live state: it is only good while the state stays at its step.
+        if (stateDirty) throw new NotFoundError(`State of step ${step} is not available here (an interrupted heal)`)
+        if (committed !== step) throw new NotFoundError(`State of step ${step} is gone (at ${committed})`)
+        return atBoundary || snapshot?.step === step ? true : undefined
       }, t.signal, () => new TimeoutError(`State of step ${step} not available (at ${committed})`))
     } finally { t.done() }
     return await takeSnapshot(step)
@@ -565,16 +797,24 @@ export function createWorker (init: WorkerInit, components: WorkerComponents): W
   const onHealMeta = async (env: Envelope, options: Required<AbortOptions>): Promise<OutboundMessage> => {
     const { step } = parseBody(healMetaBodySchema, env.header.body, 'heal-meta')
     const snap = await snapshotOf(step, options.signal)
-    const reply: HealMetaReply = { step, meta: snap.meta as Record<string, unknown>, specs: snap.specs.map((s) => ({ name: s.name, shape: [...s.shape], dtype: s.dtype })), size: snap.flat.length, chunkFloats: snap.chunkFloats, crcs: snap.crcs }
+    // Chunk checksums travel with each chunk (computed on demand), so serving a heal costs no pass over the whole state up front.
+    const reply: HealMetaReply = { step, meta: snap.meta as Record<string, unknown>, specs: snap.specs.map((s) => ({ name: s.name, shape: [...s.shape], dtype: s.dtype })), size: snap.size, chunkFloats, crcs: [] }
     return { type: ElasticMessage.healMeta, body: reply }
   }
 
   const onHealChunk = async (env: Envelope, options: Required<AbortOptions>): Promise<OutboundMessage> => {
-    const { step, index } = parseBody(healChunkBodySchema, env.header.body, 'heal-chunk')
+    const { step, index, chunkFloats: cf = chunkFloats } = parseBody(healChunkRequestSchema, env.header.body, 'heal-chunk')
     const snap = await snapshotOf(step, options.signal)
-    if (index >= snap.crcs.length) throw new NotFoundError(`No chunk ${index} of step ${step}`)
-    const data = snap.flat.subarray(index * snap.chunkFloats, Math.min(snap.flat.length, (index + 1) * snap.chunkFloats))
-    return { type: ElasticMessage.healChunk, body: { step, index }, tensors: [{ name: 'chunk', shape: [data.length], dtype: 'float32', data }] }
+    if (index >= Math.max(1, Math.ceil(snap.size / cf))) throw new NotFoundError(`No chunk ${index} of step ${step}`)
+    const pieces = flatRange(snap.tensors, snap.offsets, index * cf, Math.min(snap.size, (index + 1) * cf))
+    const key = index * 2 ** 26 + cf
+    let crc = snap.crcs.get(key)
+    if (crc === undefined) {
+      crc = 0
+      for (const p of pieces) crc = fastCrc(bytesOf(p), crc)
+      snap.crcs.set(key, crc)
+    }
+    return { type: ElasticMessage.healChunk, body: { step, index, crc }, tensors: pieces.map((data, k) => ({ name: `p${k}`, shape: [data.length], dtype: 'float32', data })) }
   }
 
   /** Pulls the committed state of step `target` from the up-to-date members, striped over all of them. */
@@ -598,29 +838,60 @@ export function createWorker (init: WorkerInit, components: WorkerComponents): W
     const m = meta
     let expected = 0
     for (const sp of m.specs) expected += sp.shape.reduce((x, y) => x * y, 1)
-    if (expected !== m.size || m.crcs.length !== Math.max(1, Math.ceil(m.size / m.chunkFloats))) throw new MalformedMessageError('heal-meta layout is inconsistent')
-    const flat = new Float32Array(m.size)
-    let remaining = m.crcs.map((_, i) => i)
+    if (expected !== m.size) throw new MalformedMessageError('heal-meta layout is inconsistent')
+    const chunks = Math.max(1, Math.ceil(m.size / m.chunkFloats))
+    const tMeta = clock.now()
+    // Chunks are written straight into this worker's own state arrays when the layout matches (no
+    // staging copy of the whole state), else into one new flat array.
+    const own = await hooks.get()
+    let dest: readonly NamedTensor[]
+    try {
+      assertSameLayout(own.tensors, m.specs)
+      dest = own.tensors
+    } catch {
+      const flat = new Float32Array(m.size)
+      let off = 0
+      dest = m.specs.map((sp) => {
+        const n = sp.shape.reduce((x, y) => x * y, 1)
+        const t = { name: sp.name, shape: sp.shape, dtype: sp.dtype, data: flat.subarray(off, off + n) }
+        off += n
+        return t
+      })
+    }
+    const offsets: number[] = []
+    let total = 0
+    for (const t of dest) { offsets.push(total); total += t.data.length }
+    stateDirty = true
+    let remaining = Array.from({ length: chunks }, (_, i) => i)
     let refetched = 0
     for (let round = 0; round < sources.length && remaining.length > 0; round++) {
       const failed: number[] = []
       const bySource = new Map<string, number[]>()
       for (const i of remaining) {
         const src = sources[(i + round) % sources.length] as string
-        bySource.set(src, [...(bySource.get(src) ?? []), i])
+        let list = bySource.get(src)
+        if (list === undefined) { list = []; bySource.set(src, list) }
+        list.push(i)
       }
-      await Promise.all([...bySource].map(async ([src, list]) => {
-        const queue = [...list]
+      await Promise.all([...bySource].map(async ([src, queue]) => {
+        let next = 0
         const runner = async (): Promise<void> => {
-          for (let i = queue.shift(); i !== undefined; i = queue.shift()) {
+          while (next < queue.length) {
+            const i = queue[next++] as number
             try {
-              const reply = await endpoint.request(src, { type: ElasticMessage.healChunk, body: { step: target, index: i } }, { timeoutMs: requestTimeoutMs, signal })
+              const reply = await endpoint.request(src, { type: ElasticMessage.healChunk, body: { step: target, index: i, chunkFloats: m.chunkFloats } }, { timeoutMs: requestTimeoutMs, signal })
               checkFrames(reply.header, reply.frames)
-              const data = decodeTensors(reply)[0]?.data
-              const want = Math.min(m.size, (i + 1) * m.chunkFloats) - i * m.chunkFloats
-              if (data === undefined || data.length !== want) throw new MalformedMessageError(`Chunk ${i} has the wrong length`)
-              if (crc32c(bytesOf(data)) !== m.crcs[i]) throw new ChecksumMismatchError(`Chunk ${i} from ${src} fails its CRC32C`)
-              flat.set(data, i * m.chunkFloats)
+              const body = healChunkReplySchema.safeParse(reply.header.body)
+              if (!body.success || body.data.index !== i) throw new MalformedMessageError(`Chunk ${i} reply is malformed`)
+              const pieces = decodeTensors(reply).map((t) => t.data)
+              const start = i * m.chunkFloats
+              const want = Math.min(m.size, start + m.chunkFloats) - start
+              let crc = 0
+              let got = 0
+              for (const p of pieces) { crc = fastCrc(bytesOf(p), crc); got += p.length }
+              if (got !== want) throw new MalformedMessageError(`Chunk ${i} has the wrong length`)
+              if (crc !== body.data.crc) throw new ChecksumMismatchError(`Chunk ${i} from ${src} fails its CRC-32`)
+              writeFlatRange(dest, offsets, start, pieces)
             } catch (err) {
               if (signal.aborted) throw err
               refetched++
@@ -629,26 +900,22 @@ export function createWorker (init: WorkerInit, components: WorkerComponents): W
             }
           }
         }
-        await Promise.all(Array.from({ length: healConcurrency }, runner))
+        await Promise.all(Array.from({ length: Math.min(healConcurrency, queue.length) }, runner))
       }))
       remaining = failed.sort((x, y) => x - y)
     }
     if (remaining.length > 0) throw new ChecksumMismatchError(`${remaining.length} chunks could not be fetched intact from any peer`)
-    let off = 0
-    const tensors: NamedTensor[] = m.specs.map((sp) => {
-      const n = sp.shape.reduce((x, y) => x * y, 1)
-      const t = { name: sp.name, shape: sp.shape, dtype: sp.dtype, data: flat.subarray(off, off + n) }
-      off += n
-      return t
-    })
     const healedMeta = { ...(m.meta as StateMeta), step: target, epoch }
-    await hooks.set({ tensors, meta: healedMeta })
+    const tSet = clock.now()
+    await hooks.set({ tensors: dest, meta: healedMeta })
+    stateDirty = false
     committed = target
     snapshot = undefined
     const ms = clock.now() - t0
     lastHealMs = ms
-    log.info({ step: target, bytes: m.size * 4, ms, sources, refetched }, 'healed from peers')
-    emit('heal', { step: target, bytes: m.size * 4, ms, sources, chunks: m.crcs.length, refetched })
+    const phases = { metaMs: tMeta - t0, transferMs: tSet - tMeta, setMs: clock.now() - tSet }
+    log.info({ step: target, bytes: m.size * 4, ms, sources, refetched, ...phases }, 'healed from peers')
+    emit('heal', { step: target, bytes: m.size * 4, ms, sources, chunks, refetched, ...phases })
   }
   let lastHealMs: number | undefined
 
@@ -713,14 +980,13 @@ export function createWorker (init: WorkerInit, components: WorkerComponents): W
           const sig = opts.signal === undefined ? ctl.signal : AbortSignal.any([ctl.signal, opts.signal])
           if (sig.aborted) throw (ctl.signal.aborted ? ctl.signal.reason as Error : new AbortError())
           const computeMs = clock.now() - t0
-          const full = await exchange(s, e, q, mbs, gradients, sig)
+          const { full, checksum } = await exchange(s, e, q, mbs, gradients, sig)
           if (ctl.signal.aborted) throw ctl.signal.reason as Error
           let resolve!: (v: boolean) => void
           const outcome = new Promise<boolean>((r) => { resolve = r })
           reduced = { step: s, epoch: e, outcome, resolve, settled: false }
           pending = reduced
           phase = 'voted'
-          const checksum = crc32c(bytesOf(full))
           try {
             const loss = opts.loss !== undefined && Number.isFinite(opts.loss) ? { loss: opts.loss } : {}
             await endpoint.send(coordinatorId, { type: ElasticMessage.ready, epoch: e, step: s, body: { checksum, computeMs, microBatches: mbs.length, ...(healMs === undefined ? {} : { healMs }), ...loss } })
@@ -824,7 +1090,7 @@ export function createWorker (init: WorkerInit, components: WorkerComponents): W
       await worker.stop()
     },
     steps,
-    status: () => ({ joined, epoch, committed, rank, phase, done }),
+    status: () => ({ joined, epoch, committed, rank, phase, done, robust: { rejected: { ...robustCounts.rejected }, downWeighted: { ...robustCounts.downWeighted } } }),
     on (event, listener) {
       listeners[event].add(listener as never)
       return () => { listeners[event].delete(listener as never) }

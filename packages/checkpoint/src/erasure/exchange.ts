@@ -367,6 +367,10 @@ export function createErasureMember (init: ErasureMemberInit, components: Erasur
         return { version, committed: false, reason: 'previous snapshot still in flight' }
       }
       inFlight = true
+      // Bound memory when commits fail: of the uncommitted versions older than this one keep only
+      // the newest (others may still commit it; anything older is superseded).
+      const stale = [...versions.values()].filter((v) => !v.committed && v.version < version).sort((a, b) => b.version - a.version)
+      for (const vs of stale.slice(1)) drop(vs, 'superseded by a newer snapshot')
       const signal = AbortSignal.any([lifecycle.signal, ...(options.signal === undefined ? [] : [options.signal])])
       // One listener per concurrent request (k·m pieces, n votes): more than the default warning threshold.
       setMaxListeners(4 * n * (m + 1), signal)
