@@ -183,7 +183,8 @@ async function bernoulli (v: Variant, p: number, seed: number, stepS: number): P
   let wallS = 0
   const curve: Array<[number, number, number]> = []
   try {
-    while (pipe.controller.step < STEPS) {
+    // Rollback can fall behind for ever when failures come faster than checkpoints: cap the iterations.
+    while (pipe.controller.step < STEPS && executed < 4 * STEPS) {
       // One draw per stage per executed iteration, identical across strategies (same rng stream).
       const failing: number[] = []
       for (let s = 0; s < STAGES; s++) if (rng.next() < p && executed > 0) failing.push(s)

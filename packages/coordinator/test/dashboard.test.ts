@@ -52,15 +52,20 @@ async function liveJob (): Promise<{ coordinator: Coordinator, workers: Endpoint
 describe.skipIf(!hasChromium)('dashboard in headless Chromium (needs /usr/bin/chromium: bash scripts/ci-services.sh)', () => {
   it('serves the live job and updates when a worker is lost', async () => {
     const { coordinator, workers, step } = await liveJob()
-    for (let i = 0; i < 40; i++) { console.log('step', i, JSON.stringify(coordinator.status())); await step(workers) }
+    for (let i = 0; i < 40; i++) await step(workers)
     const browser: Browser = await chromium.launch({
       executablePath: CHROMIUM,
       args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync']
     })
     cleanups.push(async () => { await browser.close() })
     const page = await browser.newPage({ viewport: { width: 1200, height: 860 } })
+    page.on('console', (m) => console.log('page', m.text(), JSON.stringify(m.location()))); page.on('pageerror', (e) => console.log('pageerror', e.message))
     await page.goto(coordinator.metricsUrl as string)
+    console.log('loaded')
+    await new Promise((r) => setTimeout(r, 2000))
+    console.log('summary', await page.locator('#summary').textContent())
     await page.waitForFunction(() => document.getElementById('committed')?.textContent === '40', undefined, { timeout: 10_000 })
+    console.log('waited')
     expect(await page.locator('#workers tbody tr').count()).toBe(3)
     expect(await page.locator('#loss canvas').count()).toBe(1)
     // Lose a worker: its endpoint closes, the coordinator suspects it, the survivors commit on.
