@@ -23,7 +23,7 @@ const { values } = parseArgs({
     minutes: { type: 'string', default: '30' },
     faults: { type: 'string', default: '500' },
     steps: { type: 'string', default: '300' },
-    workers: { type: 'string', default: '4' },
+    workers: { type: 'string', default: '5' },
     seed: { type: 'string', default: '1000' },
     'out-dir': { type: 'string', default: join(ROOT, 'docs', 'results') },
     'run-dir': { type: 'string' },

@@ -9,7 +9,7 @@
  * @module
  */
 import { InvalidConfigError, type PhalanxConfig } from '@phalanx/core'
-import { extractState } from '@phalanx/tfjs'
+import { extractState, pinState } from '@phalanx/tfjs'
 import { createTrainer, workerInitFromConfig } from '@phalanx/worker'
 import type { Job, JobOptions } from './job.js'
 import { createMnistJob, type MnistJobInit } from './jobs/mnist.js'
@@ -58,7 +58,11 @@ export function createMnistCliJob (config: PhalanxConfig, options: JobOptions = 
             const accuracy = r.evaluation?.accuracy
             context.report({ step: r.step + 1, loss, ...(accuracy === undefined ? {} : { accuracy }) })
           }
-        }, { endpoint: context.endpoint, logger: context.logger, ...(context.aggregator === undefined ? {} : { aggregator: context.aggregator }) })
+        }, {
+          endpoint: context.endpoint, logger: context.logger,
+          ...(context.aggregator === undefined ? {} : { aggregator: context.aggregator }),
+          ...(context.snapshots === undefined ? {} : { snapshots: context.snapshots((meta) => pinState(job.model, job.optimizer, meta)) })
+        })
         context.onWorker?.(trainer.worker)
         let summary
         try {

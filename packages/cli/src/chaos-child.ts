@@ -72,6 +72,11 @@ export interface ChildChaos {
   readonly transport: ChaosTransport | undefined
   /** Opens the process endpoint like `openEndpoint` of `compose.ts`, through `chaosTransport`. */
   openEndpoint(config: PhalanxConfig, init: { id: string, listen: string, logger: Logger, fence?: EpochFence }): Promise<Endpoint>
+  /**
+   * Coordinator settings the chaos run imposes: with recovery disabled, the hang detector is
+   * switched off too (the job must stall on a lost worker, not recover through a hang suspicion).
+   */
+  readonly coordinatorOverrides: { hangFloorMs?: number }
   /** Stops listening for control messages. Idempotent. */
   dispose(): void
 }
@@ -131,6 +136,7 @@ export function createChildChaos (init: ChildChaosInit, components: ChildChaosCo
   return {
     get agent () { return agent },
     get transport () { return transport },
+    coordinatorOverrides: init.recovery === false ? { hangFloorMs: 7_200_000 } : {},
     async openEndpoint (config, o) {
       const zmq: Transport = {
         name: 'zmq',

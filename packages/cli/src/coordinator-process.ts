@@ -97,7 +97,7 @@ export async function runCoordinatorProcess (init: CoordinatorProcessInit, compo
   const endpoint = components.chaos === undefined
     ? await openEndpoint(config, { id: 'coordinator', listen: init.listen, logger, fence })
     : await components.chaos.openEndpoint(config, { id: 'coordinator', listen: init.listen, logger, fence })
-  const coordinator = createCoordinator(coordinatorInitFromConfig(config, { lastCallMs: init.lastCallMs ?? 0 }), { endpoint, store, logger, fence })
+  const coordinator = createCoordinator(coordinatorInitFromConfig(config, { lastCallMs: init.lastCallMs ?? 0, ...components.chaos?.coordinatorOverrides }), { endpoint, store, logger, fence })
   const status = (): JobStatus => statusOf(config, endpoint.address, coordinator, () => endpoint.stats(), () => fence.dropped)
   let server: Server | undefined
   const offs = [

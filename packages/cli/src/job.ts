@@ -13,10 +13,12 @@
  * @module
  */
 import {
-  StepAbortedError, bytesOf, crc32c, flattenStateDict,
-  type AbortOptions, type Aggregator, type Endpoint, type Logger, type PhalanxConfig, type StateDict
+  InvalidParametersError, StepAbortedError, bytesOf, crc32c, flattenStateDict,
+  createStateDict,
+  type AbortOptions, type Aggregator, type Endpoint, type Logger, type PhalanxConfig, type PinnedState, type StateDict, type StateMeta
 } from '@phalanx/core'
-import { createWorker, workerInitFromConfig, type MicroBatch, type StateHooks, type Worker } from '@phalanx/worker'
+import { pinStateDict } from '@phalanx/checkpoint'
+import { createWorker, workerInitFromConfig, type MicroBatch, type SnapshotHooks, type StateHooks, type Worker } from '@phalanx/worker'
 
 /** What a job reports as it trains; the launcher shows it in its progress line and summary. */
 export interface JobProgress {
@@ -40,6 +42,12 @@ export interface JobRunContext {
   coordinatorAddress: string
   /** The reduce's aggregation rule, made from `config.aggregator`; absent = the mean. */
   aggregator?: Aggregator
+  /**
+   * Local snapshots to the host's snapshot holder, when the process has one: call it with a
+   * function that pins the job's committed state (`pinState` for tf models, `pinStateDict` for a
+   * plain state) and hand the hooks to the worker.
+   */
+  snapshots?: (pin: (meta: StateMeta) => PinnedState) => SnapshotHooks
   /** The process logger (pino). */
   logger: Logger
   /** Fires when the process is asked to stop (SIGTERM, SIGINT, launcher gone). */
@@ -117,7 +125,20 @@ export async function runStepLoop (context: JobRunContext, trainer: StepTrainer,
   const signal = options.signal === undefined ? context.signal : AbortSignal.any([context.signal, options.signal])
   const worker = createWorker(
     workerInitFromConfig(context.config, { size: trainer.size, coordinatorAddress: context.coordinatorAddress }),
-    { endpoint: context.endpoint, state: trainer.state, logger: context.logger, ...(context.aggregator === undefined ? {} : { aggregator: context.aggregator }) }
+    {
+      endpoint: context.endpoint, state: trainer.state, logger: context.logger,
+      ...(context.aggregator === undefined ? {} : { aggregator: context.aggregator }),
+      ...(context.snapshots === undefined
+        ? {}
+        : {
+            snapshots: context.snapshots((meta) => {
+              const st = trainer.state.get()
+              // The hook must not wait: a trainer whose state is only available asynchronously is not snapshotted.
+              if (st instanceof Promise) throw new InvalidParametersError('state.get() must be synchronous for snapshots')
+              return pinStateDict(createStateDict(st.tensors, meta))
+            })
+          })
+    }
   )
   context.onWorker?.(worker)
   let steps = 0

@@ -15,6 +15,7 @@ import { inspectCheckpoint, listCheckpoints, restoreCheckpoint, verifyCheckpoint
 import { chaosCommand } from './chaos-command.js'
 import { childChaosFromEnv } from './chaos-child.js'
 import { createProcessLogger } from './compose.js'
+import { holderCommand } from './holder-process.js'
 import { loadConfig, parseOverrides } from './config-file.js'
 import { runCoordinatorProcess } from './coordinator-process.js'
 import type { ProcessEvent } from './events.js'
@@ -395,6 +396,7 @@ const COMMANDS: Record<string, (args: string[], io: CliIO) => Promise<number>> =
   launch: cmdLaunch,
   coordinator: cmdCoordinator,
   worker: cmdWorker,
+  holder: holderCommand,
   status: cmdStatus,
   checkpoint: cmdCheckpoint,
   keygen: cmdKeygen,

@@ -7,7 +7,9 @@
  */
 import { mkdirSync, writeFileSync, renameSync } from 'node:fs'
 import { dirname } from 'node:path'
-import { shapeSize, type AbortOptions, type Endpoint, type Logger, type PhalanxConfig } from '@phalanx/core'
+import { InvalidConfigError, shapeSize, type AbortOptions, type Endpoint, type Logger, type PhalanxConfig, type PinnedState, type StateMeta } from '@phalanx/core'
+import { createHolderClient, createSnapshotter, type Snapshotter } from '@phalanx/checkpoint'
+import type { SnapshotHooks } from '@phalanx/worker'
 import { aggregatorFromConfig, openEndpoint } from './compose.js'
 import type { ChildChaos } from './chaos-child.js'
 import type { ProcessEvent } from './events.js'
@@ -32,6 +34,17 @@ export interface WorkerProcessInit {
   jobOptions?: JobOptions
   /** Writes the final state here as JSON (`{ steps, checksum, loss, tensors }`), atomically. */
   out?: string
+  /**
+   * Address of this host's snapshot holder (`phalanx holder`): snapshot at commits, restore from
+   * it on a restart.
+   * @default the `PHALANX_HOLDER` environment variable (set by `phalanx launch --snapshots`), else none
+   */
+  holder?: string
+  /**
+   * Snapshot every this many committed steps.
+   * @default the `PHALANX_SNAPSHOT_EVERY` environment variable, else 1
+   */
+  snapshotEvery?: number
   /**
    * Minimum interval between progress events.
    * @default 250
@@ -85,6 +98,30 @@ export async function runWorkerProcess (init: WorkerProcessInit, components: Wor
   const endpoint = components.chaos === undefined ? await openEndpoint(config, { id, listen, logger }) : await components.chaos.openEndpoint(config, { id, listen, logger })
   let lastReport = 0
   let detach: (() => Promise<void>) | undefined
+  const holderAddress = init.holder ?? process.env.PHALANX_HOLDER
+  const every = init.snapshotEvery ?? Number(process.env.PHALANX_SNAPSHOT_EVERY ?? 1)
+  if (!Number.isInteger(every) || every < 1) throw new InvalidConfigError(`snapshot interval must be a positive integer, got ${String(every)}`)
+  let snapshotter: Snapshotter | undefined
+  let snapshots: ((pin: (meta: StateMeta) => PinnedState) => SnapshotHooks) | undefined
+  if (holderAddress !== undefined && holderAddress !== '') {
+    // The owner is the worker id: a process restarted with the same id finds its snapshots.
+    const client = createHolderClient({ owner: id, address: holderAddress }, { endpoint, logger })
+    const snap = createSnapshotter({ l2Every: 0 }, { holder: client, logger })
+    snap.start()
+    snapshotter = snap
+    snapshots = (pin) => ({
+      every,
+      capture: (meta) => { snap.capture(pin(meta)) },
+      restore: async (step, opts) => {
+        const held = await client.latest(opts)
+        if (held?.step !== step) {
+          logger.info({ step, held: held?.step }, 'the snapshot holder has no snapshot of this step; healing from peers')
+          return undefined
+        }
+        return (await client.restore(opts)).state
+      }
+    })
+  }
   try {
     detach = await components.onEndpoint?.(endpoint)
     logger.info({ address: endpoint.address, coordinator: init.coordinatorAddress, job: job.name }, 'worker listening')
@@ -95,6 +132,7 @@ export async function runWorkerProcess (init: WorkerProcessInit, components: Wor
       endpoint,
       coordinatorAddress: init.coordinatorAddress,
       aggregator,
+      ...(snapshots === undefined ? {} : { snapshots }),
       logger,
       signal,
       report (p) {
@@ -120,6 +158,7 @@ export async function runWorkerProcess (init: WorkerProcessInit, components: Wor
     return out
   } finally {
     await detach?.()
+    await snapshotter?.stop()
     await endpoint.close({ lingerMs: config.timeouts.closeLingerMs })
     await job.dispose?.()
   }

@@ -21,8 +21,8 @@ async function liveJob (): Promise<{ coordinator: Coordinator, workers: Endpoint
   const endpoint = await transport.open({ id: 'coordinator', job: 'dash', fence })
   cleanups.push(async () => { await endpoint.close() })
   const coordinator = createCoordinator({
-    jobId: 'dashboard-demo', minWorkers: 3, maxWorkers: 3, globalBatch: 48, microBatch: 8, steps: 1000, deterministic: true,
-    heartbeatIntervalMs: 100, suspectAfterMs: 60_000, stepTimeoutMs: 60_000, rendezvousTimeoutMs: 60_000, rebalanceEvery: 0, metricsPort: 0
+    jobId: 'dashboard-demo', minWorkers: 2, maxWorkers: 3, lastCallMs: 10_000, globalBatch: 48, microBatch: 8, steps: 1000, deterministic: true,
+    heartbeatIntervalMs: 100, suspectAfterMs: 60_000, stepTimeoutMs: 60_000, rendezvousTimeoutMs: 60_000, rebalanceEvery: 0, metricsPort: 0, hangFloorMs: 60_000
   }, { endpoint, fence })
   cleanups.push(async () => { await coordinator.stop() })
   await coordinator.start()
@@ -59,21 +59,17 @@ describe.skipIf(!hasChromium)('dashboard in headless Chromium (needs /usr/bin/ch
     })
     cleanups.push(async () => { await browser.close() })
     const page = await browser.newPage({ viewport: { width: 1200, height: 860 } })
-    page.on('console', (m) => console.log('page', m.text(), JSON.stringify(m.location()))); page.on('pageerror', (e) => console.log('pageerror', e.message))
     await page.goto(coordinator.metricsUrl as string)
-    console.log('loaded')
-    await new Promise((r) => setTimeout(r, 2000))
-    console.log('summary', await page.locator('#summary').textContent())
-    await page.waitForFunction(() => document.getElementById('committed')?.textContent === '40', undefined, { timeout: 10_000 })
-    console.log('waited')
+    await page.locator('#committed', { hasText: /^40$/ }).waitFor({ timeout: 10_000 })
     expect(await page.locator('#workers tbody tr').count()).toBe(3)
     expect(await page.locator('#loss canvas').count()).toBe(1)
-    // Lose a worker: its endpoint closes, the coordinator suspects it, the survivors commit on.
+    // Lose a worker (as its disconnect would: the coordinator removes it); the survivors commit on.
     const shrunk = new Promise<void>((resolve) => { const off = coordinator.on('quorum', (e) => { if (e.members.length === 2) { off(); resolve() } }) })
     await workers[2]?.close()
+    await coordinator.evict('worker-3', 'disconnect')
     await shrunk
     for (let i = 0; i < 30; i++) await step(workers.slice(0, 2))
-    await page.waitForFunction(() => document.getElementById('nrec')?.textContent === '1', undefined, { timeout: 10_000 })
+    await page.locator('#nrec', { hasText: /^1$/ }).waitFor({ timeout: 10_000 })
     await expect(page.locator('tr[data-worker="worker-3"] td.bad').textContent()).resolves.toContain('disconnect')
     expect(await page.locator('#recoveries tbody tr').count()).toBe(1)
     mkdirSync(dirname(SCREENSHOT), { recursive: true })

@@ -25,7 +25,7 @@
  */
 export {
   createWorker, workerInitFromConfig,
-  type MicroBatch, type ReduceOptions, type StateHooks, type TrainingStep, type Worker, type WorkerComponents, type WorkerEvents, type WorkerInit, type WorkerStatus
+  type MicroBatch, type ReduceOptions, type SnapshotHooks, type StateHooks, type TrainingStep, type Worker, type WorkerComponents, type WorkerEvents, type WorkerInit, type WorkerStatus
 } from './worker.js'
 export { createSampleOrder, type SampleOrder } from './sample-order.js'
 export {

@@ -7,7 +7,7 @@ import {
   type LossFn, type ModelLike, type TfModel
 } from '@phalanx/tfjs'
 import { createSampleOrder } from './sample-order.js'
-import { createWorker, type Worker, type WorkerEvents, type WorkerInit } from './worker.js'
+import { createWorker, type SnapshotHooks, type Worker, type WorkerEvents, type WorkerInit } from './worker.js'
 
 /**
  * A sample-indexed dataset: sample `i` is the same on every worker, so a micro-batch's gradient
@@ -108,6 +108,11 @@ export interface TrainComponents {
   endpoint: Endpoint
   /** Robust aggregation rule for the shard this worker owns; absent = the mean. */
   aggregator?: Aggregator
+  /**
+   * Local snapshots at step boundaries, restored on a restart instead of healing from peers
+   * (capture with `pinState(model, optimizer, meta)` of `@phalanx/tfjs` into a snapshotter).
+   */
+  snapshots?: SnapshotHooks
   /** @default systemClock() */
   clock?: Clock
   /** @default silent */
@@ -190,6 +195,7 @@ export function createTrainer<B> (spec: TrainSpec<B>, components: TrainComponent
       set: (state) => { loadState(model, optimizer, state) }
     },
     ...(components.aggregator === undefined ? {} : { aggregator: components.aggregator }),
+    ...(components.snapshots === undefined ? {} : { snapshots: components.snapshots }),
     clock,
     ...(components.logger === undefined ? {} : { logger: components.logger })
   })

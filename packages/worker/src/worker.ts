@@ -65,6 +65,31 @@ export interface StateHooks {
   set(state: StateDict): void | Promise<void>
 }
 
+/**
+ * Local (L0) snapshots of the committed state, e.g. `createSnapshotter` + `createHolderClient` of
+ * `@phalanx/checkpoint` with `pinState` (tf models) or `pinStateDict` (plain state). The worker
+ * captures at step boundaries and, when it must catch up (a restarted process), restores from the
+ * snapshot before falling back to healing from peers.
+ */
+export interface SnapshotHooks {
+  /**
+   * Capture after every this many committed steps.
+   * @default 1
+   */
+  every?: number
+  /**
+   * Captures the committed state described by `meta` (its step, epoch and cursor). Must return at
+   * once: the copy and transfer run in the background. Called at a step boundary, where the state
+   * is the committed one and stays so until the next step's update is applied.
+   */
+  capture(meta: StateMeta): void
+  /**
+   * The newest local snapshot if it holds committed step `step` (undefined otherwise: the worker
+   * then heals from its peers).
+   */
+  restore(step: number, options: Required<AbortOptions>): Promise<StateDict | undefined>
+}
+
 /** Collaborators of {@link createWorker}. */
 export interface WorkerComponents {
   /** This worker's open endpoint; its id is the worker id. */
@@ -76,6 +101,8 @@ export interface WorkerComponents {
    * (summed in float64 in canonical order).
    */
   aggregator?: Aggregator
+  /** Local snapshots at commits, restored instead of healing from peers when they are current. */
+  snapshots?: SnapshotHooks
   /** @default systemClock() */
   clock?: Clock
   /** @default silent */
@@ -141,6 +168,8 @@ export interface WorkerEvents {
    * them: per micro-batch through the step's assignment in deterministic mode, per rank otherwise.
    */
   robust: (event: { step: number, epoch: number, rule: string, rejected: string[], downWeighted: string[] }) => void
+  /** The state was restored from the local snapshot (instead of healing from peers). */
+  restore: (event: { step: number, bytes: number, ms: number }) => void
 }
 
 /** What a worker is doing. */
@@ -333,7 +362,9 @@ export function workerInitFromConfig (config: PhalanxConfig, init: Pick<WorkerIn
 
 /** Creates a {@link Worker}. Nothing runs until `start()`. */
 export function createWorker (init: WorkerInit, components: WorkerComponents): Worker {
-  const { endpoint, state: hooks, aggregator } = components
+  const { endpoint, state: hooks, aggregator, snapshots } = components
+  const snapshotEvery = Math.max(1, snapshots?.every ?? 1)
+  let lastCaptured = -1
   const clock = components.clock ?? systemClock()
   const log = componentLogger(components.logger, 'worker').child({ worker: endpoint.id })
   const me = endpoint.id
@@ -380,7 +411,7 @@ export function createWorker (init: WorkerInit, components: WorkerComponents): W
   const waiters = new Set<() => void>()
   const cleanups: Array<() => void> = []
   const listeners: { [E in keyof WorkerEvents]: Set<WorkerEvents[E]> } = {
-    epoch: new Set(), abort: new Set(), commit: new Set(), heal: new Set(), reschedule: new Set(), robust: new Set()
+    epoch: new Set(), abort: new Set(), commit: new Set(), heal: new Set(), reschedule: new Set(), robust: new Set(), restore: new Set()
   }
 
   const emit = <E extends keyof WorkerEvents>(event: E, ...args: Parameters<WorkerEvents[E]>): void => {
@@ -817,10 +848,35 @@ export function createWorker (init: WorkerInit, components: WorkerComponents): W
     return { type: ElasticMessage.healChunk, body: { step, index, crc }, tensors: pieces.map((data, k) => ({ name: `p${k}`, shape: [data.length], dtype: 'float32', data })) }
   }
 
+  /** Restores committed step `target` from the local snapshot; false when it has another step or fails. */
+  const restoreLocal = async (target: number, signal: AbortSignal): Promise<boolean> => {
+    if (snapshots === undefined) return false
+    const t0 = clock.now()
+    try {
+      const st = await snapshots.restore(target, { signal })
+      if (st?.meta.step !== target) return false
+      await hooks.set({ tensors: st.tensors, meta: { ...st.meta, step: target, epoch } })
+    } catch (err) {
+      if (signal.aborted) throw err
+      log.warn({ err: (err as Error).name, step: target }, 'restore from the local snapshot failed; healing from peers')
+      return false
+    }
+    committed = target
+    snapshot = undefined
+    const ms = clock.now() - t0
+    lastHealMs = ms
+    let bytes = 0
+    for (const t of (await hooks.get()).tensors) bytes += t.data.byteLength
+    log.info({ step: target, bytes, ms }, 'restored from the local snapshot')
+    emit('restore', { step: target, bytes, ms })
+    return true
+  }
+
   /** Pulls the committed state of step `target` from the up-to-date members, striped over all of them. */
   const heal = async (q: QuorumBody, target: number, signal: AbortSignal): Promise<void> => {
     const t0 = clock.now()
     phase = 'heal'
+    if (await restoreLocal(target, signal)) return
     const sources = q.upToDate.filter((id) => id !== me && q.members.some((m) => m.id === id))
     if (sources.length === 0) throw new NotFoundError(`No up-to-date peer to heal step ${target} from`)
     let meta: HealMetaReply | undefined
@@ -923,6 +979,8 @@ export function createWorker (init: WorkerInit, components: WorkerComponents): W
     const signal = options.signal === undefined ? life.signal : AbortSignal.any([life.signal, options.signal])
     const closed = (): Error => (life.signal.aborted ? new ClosedError('Worker stopped') : new AbortError())
     for (;;) {
+      // A stopped worker yields no new step, even when its last quorum would allow one.
+      if (signal.aborted) throw closed()
       const plan = await waitUntil(() => {
         if (done && (pending === undefined || pending.settled)) return 'done' as const
         if (joined && quorum?.active === true && rank >= 0 && nextStep < quorum.steps && (pending === undefined || pending.settled)) return { q: quorum, e: epoch, s: nextStep }
@@ -960,6 +1018,14 @@ export function createWorker (init: WorkerInit, components: WorkerComponents): W
       stepAbort = ctl
       atBoundary = true
       phase = 'compute'
+      if (snapshots !== undefined && committed > lastCaptured && committed > 0 && committed % snapshotEvery === 0) {
+        lastCaptured = committed
+        try {
+          snapshots.capture({ step: committed, epoch: e, cursor: committed * q.globalBatch })
+        } catch (err) {
+          log.warn({ err: (err as Error).name, step: committed }, 'snapshot capture failed')
+        }
+      }
       notify()
       const mbs = myMicroBatches(s, q)
       const healMs = lastHealMs
