@@ -4,6 +4,7 @@
  * softmax over the vocabulary. Small enough that 8 replicas × several methods train in minutes
  * on a shared 2-core machine.
  */
+import { mulberry32 } from '@phalanx/core'
 
 export interface MlpShape {
   vocab: number
@@ -30,22 +31,11 @@ export function layoutOf (s: MlpShape): Layout {
   return { emb, w1, b1, w2, b2, size: b2 + s.vocab }
 }
 
-/** Deterministic 32-bit generator (mulberry32). */
-export function rng (seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 export function initParams (s: MlpShape, seed: number): Float32Array {
   const l = layoutOf(s)
   const p = new Float32Array(l.size)
-  const r = rng(seed)
+  const r = mulberry32(seed)
   const normal = (): number => Math.sqrt(-2 * Math.log(1 - r())) * Math.cos(2 * Math.PI * r())
   for (let i = l.emb; i < l.w1; i++) p[i] = 0.1 * normal()
   const s1 = 1 / Math.sqrt(s.context * s.embed)

@@ -16,11 +16,11 @@
 import { readFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import type { Endpoint } from '@phalanx/core'
+import { mulberry32, type Endpoint } from '@phalanx/core'
 import { createOuterOptimizer, meanInto, ringAllReduceCost, type AllReduce, type OuterOptimizer, type OuterSpecInput } from '@phalanx/optim'
 import { createMemoryNetwork, memoryTransport } from '@phalanx/transport/memory'
 import { writeEvalResult } from './report.js'
-import { createAdam, initParams, layoutOf, lossAndGrad, rng, workspace, type MlpShape } from './lowcomm-model.js'
+import { createAdam, initParams, layoutOf, lossAndGrad, workspace, type MlpShape } from './lowcomm-model.js'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
 
@@ -128,7 +128,7 @@ const stepTimes: number[] = []
 
 async function run (method: Method, seed: number): Promise<RunResult> {
   const init = initParams(SHAPE, 1000 + seed)
-  const randoms = Array.from({ length: N }, (_, r) => rng(seed * 7919 + r + 1))
+  const randoms = Array.from({ length: N }, (_, r) => mulberry32(seed * 7919 + r + 1))
   const ws = workspace(SHAPE, BATCH)
   const batch = new Array<number>(BATCH).fill(0)
   const grad = new Float32Array(SIZE)

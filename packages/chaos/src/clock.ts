@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { InvalidParametersError, raceSignal, throwIfAborted, type Clock, type TimerHandle } from '@phalanx/core'
+import { InvalidParametersError, sleepOn, type Clock } from '@phalanx/core'
 import type { ChaosLog } from './event-log.js'
 
 /** Skew parameters. */
@@ -62,15 +62,7 @@ export function skewedClock (inner: Clock, skew: ClockSkew = {}, components: Ske
     now,
     setTimeout: (callback, ms) => inner.setTimeout(callback, real(ms)),
     setInterval: (callback, ms) => inner.setInterval(callback, real(ms)),
-    async sleep (ms, options = {}) {
-      throwIfAborted(options.signal)
-      let handle: TimerHandle | undefined
-      try {
-        await raceSignal(new Promise<void>((resolve) => { handle = clock.setTimeout(resolve, ms) }), options.signal)
-      } finally {
-        handle?.cancel()
-      }
-    },
+    sleep: async (ms, options) => { await sleepOn(clock, ms, options) },
     setSkew (next) {
       const value = check(next)
       const t = now()

@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { mulberry32 } from '@phalanx/core'
 
 /** A seeded stream of uniform numbers. */
 export interface ChaosRng {
@@ -29,14 +30,7 @@ export function hashKey (seed: number, key: string): number {
 
 /** A mulberry32 stream seeded from `seed` and the parts of a key (e.g. `'w1->w2', 17`). */
 export function createChaosRng (seed: number, ...key: ReadonlyArray<string | number>): ChaosRng {
-  let a = hashKey(seed, key.join('\u0000'))
-  const next = (): number => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
+  const next = mulberry32(hashKey(seed, key.join('\u0000')))
   return {
     next,
     int: (n) => Math.min(n - 1, Math.floor(next() * n)),

@@ -32,17 +32,23 @@ export function systemClock (): Clock {
       const t = setInterval(callback, ms)
       return { cancel: () => { clearInterval(t) } }
     },
-    async sleep (ms, options = {}) {
-      throwIfAborted(options.signal)
-      let handle: TimerHandle | undefined
-      try {
-        await raceSignal(new Promise<void>((resolve) => { handle = clock.setTimeout(resolve, ms) }), options.signal)
-      } finally {
-        handle?.cancel()
-      }
-    }
+    sleep: async (ms, options) => { await sleepOn(clock, ms, options) }
   }
   return clock
+}
+
+/**
+ * Sleeps `ms` on `clock`'s timers, rejecting with `AbortError` as soon as the signal fires; the
+ * timer is cancelled either way. The `sleep` of every {@link Clock} implementation is this.
+ */
+export async function sleepOn (clock: Pick<Clock, 'setTimeout'>, ms: number, options: AbortOptions = {}): Promise<void> {
+  throwIfAborted(options.signal)
+  let handle: TimerHandle | undefined
+  try {
+    await raceSignal(new Promise<void>((resolve) => { handle = clock.setTimeout(resolve, ms) }), options.signal)
+  } finally {
+    handle?.cancel()
+  }
 }
 
 /** A {@link Clock} whose time moves only when a test says so. */
@@ -93,15 +99,7 @@ export function createFakeClock (start = 0): FakeClock {
     now: () => now,
     setTimeout: (callback, ms) => schedule(callback, ms, undefined),
     setInterval: (callback, ms) => schedule(callback, ms, ms),
-    async sleep (ms, options = {}) {
-      throwIfAborted(options.signal)
-      let handle: TimerHandle | undefined
-      try {
-        await raceSignal(new Promise<void>((resolve) => { handle = clock.setTimeout(resolve, ms) }), options.signal)
-      } finally {
-        handle?.cancel()
-      }
-    },
+    sleep: async (ms, options) => { await sleepOn(clock, ms, options) },
     advance (ms) {
       const until = now + ms
       for (let t = due(until); t !== undefined; t = due(until)) fire(t)

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { InvalidParametersError } from '@phalanx/core'
+import { InvalidParametersError, mulberry32 } from '@phalanx/core'
 
 /** A round's matching: `partners[i]` is replica i's partner, or `-1` for the replica that sits out. */
 export interface Pairing {
@@ -26,17 +26,6 @@ function fmix32 (h: number): number {
   return h >>> 0
 }
 
-/** mulberry32: small, fast, and identical on every JS engine (pure 32-bit integer math). */
-function mulberry32 (seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 function checkInteger (name: string, value: number, min: number): void {
   if (!Number.isSafeInteger(value) || value < min) throw new InvalidParametersError(`${name} must be an integer >= ${min}, got ${value}`)

@@ -21,7 +21,7 @@
  *
  * @module
  */
-import { InsufficientInputsError, type Aggregator, type SliceContext } from '@phalanx/core'
+import { InsufficientInputsError, type Aggregator, type SliceContext, mulberry32 } from '@phalanx/core'
 import { describe, expect, it } from 'vitest'
 
 /** How the suite builds and judges one rule. */
@@ -60,21 +60,10 @@ export interface AggregatorSuiteOptions<S> {
   seed?: number
 }
 
-/** A deterministic generator for the suite's random inputs (mulberry32). */
-function lcg (seed: number): () => number {
-  let s = seed >>> 0
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0
-    let t = s
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 /** Random inputs in [-1, 1), seeded. */
 export function randomInputs (n: number, d: number, seed: number): Float32Array[] {
-  const next = lcg(seed)
+  const next = mulberry32(seed)
   return Array.from({ length: n }, () => Float32Array.from({ length: d }, () => 2 * next() - 1))
 }
 
@@ -168,7 +157,7 @@ export function aggregatorComplianceSuite<S extends { name: string }> (spec: S, 
       const honest = randomInputs(n - f, d, seed + 3)
       const maxNorm = Math.max(...honest.map((x) => Math.hypot(...x)))
       const bound = (options.boundFactor ?? 10) * maxNorm
-      const next = lcg(seed + 4)
+      const next = mulberry32(seed + 4)
       const attacks: Array<[string, () => Float32Array]> = [
         ['huge constant', () => new Float32Array(d).fill(1e30)],
         ['huge random', () => Float32Array.from({ length: d }, () => (next() - 0.5) * 1e32)]

@@ -7,7 +7,7 @@
  *
  * @module
  */
-import { createStateDict, type StateDict } from '@phalanx/core'
+import { createStateDict, type StateDict, mulberry32 } from '@phalanx/core'
 
 /** A synthetic regression dataset `y = x·w* + b* + noise`, generated from a seed. */
 export interface LinearProblem {
@@ -21,22 +21,12 @@ export interface LinearProblem {
   loss(params: Float32Array): number
 }
 
-function rng (seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 /** Creates a {@link LinearProblem}. */
 export function createLinearProblem (init: { samples?: number, features?: number, seed?: number } = {}): LinearProblem {
   const samples = init.samples ?? 512
   const features = init.features ?? 16
-  const r = rng(init.seed ?? 1)
+  const r = mulberry32(init.seed ?? 1)
   const truth = Float64Array.from({ length: features + 1 }, () => r() * 2 - 1)
   const x = Float32Array.from({ length: samples * features }, () => r() * 2 - 1)
   const y = new Float32Array(samples)
@@ -86,7 +76,7 @@ export interface SgdTrainer {
 
 /** Creates an {@link SgdTrainer} for `size` parameters, initialised from `seed`. */
 export function createSgdTrainer (init: { size: number, seed?: number, lr?: number, momentum?: number }): SgdTrainer {
-  const r = rng((init.seed ?? 7) * 31 + 3)
+  const r = mulberry32((init.seed ?? 7) * 31 + 3)
   const params = Float32Array.from({ length: init.size }, () => (r() - 0.5) * 0.1)
   const velocity = new Float32Array(init.size)
   const lr = Math.fround(init.lr ?? 0.05)

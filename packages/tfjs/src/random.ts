@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { InvalidParametersError } from '@phalanx/core'
+import { InvalidParametersError, mulberry32 } from '@phalanx/core'
 
 /** A seeded generator of uniform numbers in [0, 1). Each call to {@link createRng} owns its state. */
 export interface Rng {
@@ -33,13 +33,7 @@ export function deriveSeed (seed: number, ...salts: number[]): number {
 
 /** A mulberry32 generator seeded with `seed` (any integer). */
 export function createRng (seed: number): Rng {
-  let state = seed >>> 0
-  const next = (): number => {
-    state = (state + 0x6d2b79f5) | 0
-    let t = Math.imul(state ^ (state >>> 15), 1 | state)
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
+  const next = mulberry32(seed)
   return {
     next,
     int: (n) => Math.floor(next() * n),

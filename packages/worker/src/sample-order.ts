@@ -1,4 +1,4 @@
-import { InvalidParametersError } from '@phalanx/core'
+import { InvalidParametersError, mulberry32 } from '@phalanx/core'
 
 /**
  * Maps a global sample position (the `start..end` of a micro-batch) to a dataset index: position p
@@ -13,16 +13,6 @@ export interface SampleOrder {
   range(start: number, end: number): number[]
 }
 
-function mulberry32 (seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 /** Creates a {@link SampleOrder} over a dataset of `size` samples. Keeps the last few permutations. */
 export function createSampleOrder (init: { seed: number, size: number }): SampleOrder {
