@@ -43,22 +43,6 @@ export interface StageModel extends TfModel {
   run(parts: readonly Segment[], x: tf.Tensor): tf.Tensor
 }
 
-interface BlockVars {
-  ln1g: tf.Variable, ln1b: tf.Variable, wq: tf.Variable, wk: tf.Variable, wv: tf.Variable, wo: tf.Variable
-  ln2g: tf.Variable, ln2b: tf.Variable, w1: tf.Variable, b1: tf.Variable, w2: tf.Variable, b2: tf.Variable
-}
-
-function layerNorm (x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor): tf.Tensor {
-  const { mean, variance } = tf.moments(x, -1, true)
-  return tf.add(tf.mul(tf.div(tf.sub(x, mean), tf.sqrt(tf.add(variance, 1e-5))), gamma), beta)
-}
-
-function causalMask (t: number): tf.Tensor {
-  const m = new Float32Array(t * t)
-  for (let i = 0; i < t; i++) for (let j = i + 1; j < t; j++) m[i * t + j] = -1e9
-  return tf.tensor2d(m, [t, t])
-}
-
 /**
  * Builds stage `stage` of `stages` of the transformer LM described by `lm`. The block split and
  * parameter names are those of `TransformerLm.splitStages`.
@@ -77,55 +61,9 @@ export function createStageModel (init: StageModelInit): StageModel {
     throw err
   }
   const own = split[init.stage] as (typeof split)[number]
-  const { vocab, dModel, heads, seqLen } = lm.config
-  const dHead = dModel / heads
-  const byName = new Map(lm.params.map((p) => [p.name, p.variable]))
-  const v = (name: string): tf.Variable => {
-    const variable = byName.get(name)
-    if (variable === undefined) throw new InvalidParametersError(`The transformer has no parameter "${name}"`)
-    return variable
-  }
   const isFirst = init.stage === 0
   const isLast = init.stage === init.stages - 1
-  const blockVars = new Map<number, BlockVars>(own.blocks.map((i) => {
-    const p = `block${i}`
-    return [i, {
-      ln1g: v(`${p}/ln1/gamma`), ln1b: v(`${p}/ln1/beta`), wq: v(`${p}/attn/wq`), wk: v(`${p}/attn/wk`), wv: v(`${p}/attn/wv`),
-      wo: v(`${p}/attn/wo`), ln2g: v(`${p}/ln2/gamma`), ln2b: v(`${p}/ln2/beta`), w1: v(`${p}/mlp/w1`), b1: v(`${p}/mlp/b1`),
-      w2: v(`${p}/mlp/w2`), b2: v(`${p}/mlp/b2`)
-    }]
-  }))
-
-  const embed = (ids: tf.Tensor): tf.Tensor => {
-    const [b, t] = ids.shape as [number, number]
-    if (t > seqLen) throw new InvalidParametersError(`Sequence length ${t} exceeds the model's ${seqLen}`)
-    const oneHot = tf.oneHot(ids.reshape([-1]).toInt(), vocab).toFloat()
-    const tok = tf.matMul(oneHot, v('embed/token')).reshape([b, t, dModel])
-    return tf.add(tok, tf.slice(v('embed/position'), [0, 0], [t, dModel]))
-  }
-
-  const block = (x: tf.Tensor, w: BlockVars): tf.Tensor => {
-    const [b, t] = x.shape as [number, number, number]
-    const h = layerNorm(x, w.ln1g, w.ln1b).reshape([b * t, dModel])
-    const split = (m: tf.Tensor): tf.Tensor =>
-      tf.matMul(h, m).reshape([b, t, heads, dHead]).transpose([0, 2, 1, 3]).reshape([b * heads, t, dHead])
-    const q = split(w.wq)
-    const k = split(w.wk)
-    const val = split(w.wv)
-    const scores = tf.add(tf.mul(tf.matMul(q, k, false, true), 1 / Math.sqrt(dHead)), causalMask(t))
-    const attn = tf.matMul(tf.softmax(scores), val)
-      .reshape([b, heads, t, dHead]).transpose([0, 2, 1, 3]).reshape([b * t, dModel])
-    const x1 = tf.add(x, tf.matMul(attn, w.wo).reshape([b, t, dModel]))
-    const h2 = layerNorm(x1, w.ln2g, w.ln2b).reshape([b * t, dModel])
-    const m = tf.add(tf.matMul(tf.relu(tf.add(tf.matMul(h2, w.w1), w.b1)), w.w2), w.b2)
-    return tf.add(x1, m.reshape([b, t, dModel]))
-  }
-
-  const head = (x: tf.Tensor): tf.Tensor => {
-    const [b, t] = x.shape as [number, number, number]
-    const h = layerNorm(x, v('head/ln/gamma'), v('head/ln/beta')).reshape([b * t, dModel])
-    return tf.add(tf.matMul(h, v('head/w')), v('head/b')).reshape([b, t, vocab])
-  }
+  const { embed, blocks, head } = own.segments
 
   const run = (parts: readonly Segment[], x: tf.Tensor): tf.Tensor => {
     for (const part of parts) {
@@ -135,9 +73,9 @@ export function createStageModel (init: StageModelInit): StageModel {
     return tf.tidy(() => {
       let h = x
       for (const part of parts) {
-        if (part === 'embed') h = embed(h)
-        else if (part === 'head') h = head(h)
-        else for (const i of own.blocks) h = block(h, blockVars.get(i) as BlockVars)
+        if (part === 'embed') h = (embed as (ids: tf.Tensor) => tf.Tensor)(h)
+        else if (part === 'head') h = (head as (x: tf.Tensor) => tf.Tensor)(h)
+        else h = blocks(h)
       }
       return h
     })

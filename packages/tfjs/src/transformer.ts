@@ -43,6 +43,17 @@ export interface Stage {
    * others hidden states.
    */
   forward(x: tf.Tensor): tf.Tensor
+  /**
+   * The stage's parts, run separately (CheckFree+ executes block stages out of order and copies
+   * embedding and head to neighbours): `embed` (first stage only) maps token ids to hidden states,
+   * `blocks` runs this stage's transformer blocks, `head` (last stage only) maps hidden states to
+   * logits. Not wrapped in `tf.tidy`: call them inside one.
+   */
+  readonly segments: {
+    readonly embed?: (ids: tf.Tensor) => tf.Tensor
+    readonly blocks: (x: tf.Tensor) => tf.Tensor
+    readonly head?: (x: tf.Tensor) => tf.Tensor
+  }
 }
 
 /** The transformer LM: a {@link TfModel} whose `apply(ids [batch, T])` returns logits `[batch, T, vocab]`. */
@@ -172,15 +183,20 @@ export function createTransformerLm (init: TransformerLmInit): TransformerLm {
       const isFirst = s === 0
       const isLast = s === count - 1
       const prefixes = ids.map((i) => `block${i}/`)
+      const runBlocks = (x: tf.Tensor): tf.Tensor => {
+        let h = x
+        for (const i of ids) h = block(h, blocks[i] as BlockVars)
+        return h
+      }
       stages.push({
         index: s,
         blocks: ids,
         params: paramsOf((n) => (isFirst && n.startsWith('embed/')) || (isLast && n.startsWith('head/')) || prefixes.some((p) => n.startsWith(p))),
         forward: (x) => tf.tidy(() => {
-          let h = isFirst ? embed(x) : x
-          for (const i of ids) h = block(h, blocks[i] as BlockVars)
+          const h = runBlocks(isFirst ? embed(x) : x)
           return isLast ? head(h) : h
-        })
+        }),
+        segments: { blocks: runBlocks, ...(isFirst ? { embed } : {}), ...(isLast ? { head } : {}) }
       })
     }
     return stages
