@@ -30,5 +30,5 @@ try {
 } finally {
   await endpoint.close({ lingerMs: 0 })
   await raw.close({ lingerMs: 0 })
-  process.disconnect?.()
+  if (process.connected) process.disconnect()
 }

@@ -11,7 +11,7 @@ import { zmqTransport } from '@phalanx/transport/zmq'
 
 const [job, dir] = process.argv.slice(2) as [string, string]
 const holder = await runHolder({ job, listen: `ipc://${join(dir, 'holder.sock')}`, transport: zmqTransport(), dir })
-const stop = (): void => { void holder.close().then(() => { process.disconnect?.() }) }
+const stop = (): void => { void holder.close().then(() => { if (process.connected) process.disconnect() }) }
 process.on('SIGTERM', stop)
 process.on('disconnect', stop)
 process.send?.({ address: holder.endpoint.address })

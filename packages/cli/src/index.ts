@@ -18,7 +18,8 @@
  * ```
  */
 export { readConfigFile, parseOverrides, loadConfig } from './config-file.js'
-export { createProcessLogger, curveFromConfig, openEndpoint, type OpenEndpointInit, type ProcessLoggerInit } from './compose.js'
+export { aggregatorFromConfig, createProcessLogger, curveFromConfig, openEndpoint, type OpenEndpointInit, type ProcessLoggerInit } from './compose.js'
+export { holderCommand, runHolderProcess, type HolderProcessInit } from './holder-process.js'
 export {
   runStepLoop, stateChecksum,
   type Job, type JobModule, type JobOptions, type JobProgress, type JobResult, type JobRunContext, type StepLoopInit, type StepTrainer

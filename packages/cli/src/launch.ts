@@ -54,6 +54,13 @@ export interface LaunchInit {
   summaryJson?: string
   /** Extra Node flags for the children (e.g. `--expose-gc`). */
   nodeArgs?: readonly string[]
+  /**
+   * Start a snapshot holder (`phalanx holder`, its own process group, slots in `<runDir>/holder`)
+   * and have every worker snapshot to it at each commit (`PHALANX_HOLDER`); a worker restarted
+   * with the same id then restores from it instead of healing from peers.
+   * @default false
+   */
+  snapshots?: boolean
 }
 
 /** Where {@link launch} writes. */
@@ -238,11 +245,31 @@ export async function launch (init: LaunchInit, output: LaunchOutput, options: A
     })
   }
 
-  const spawnChild = (id: string, args: string[]): Child => {
+  const holderAddress = init.snapshots === true ? `ipc://${join(init.runDir, 'holder.sock')}` : undefined
+  let holderProc: ChildProcess | undefined
+  const startHolder = (address: string): void => {
+    const out = openSync(join(init.runDir, 'holder.out'), 'a')
+    try {
+      // Its own process group: signals aimed at the trainers never reach the holder.
+      holderProc = spawn(process.execPath, [...nodeArgs, init.bin, 'holder', '--job', config.job.id, '--listen', address, '--dir', join(init.runDir, 'holder'), '--log-file', join(init.runDir, 'holder.log')], { stdio: ['ignore', out, out, 'ipc'], detached: true })
+    } finally {
+      closeSync(out)
+    }
+    holderProc.on('error', (err) => { fail(`cannot start the snapshot holder: ${err.message}`) })
+  }
+  const stopHolder = async (): Promise<void> => {
+    const p = holderProc
+    if (p === undefined || p.exitCode !== null || p.signalCode !== null) return
+    const exited = new Promise((resolve) => { p.once('exit', resolve) })
+    p.kill('SIGTERM')
+    await exited
+  }
+
+  const spawnChild = (id: string, args: string[], env?: Record<string, string>): Child => {
     const out = openSync(join(init.runDir, `${id}.out`), 'a')
     let proc: ChildProcess
     try {
-      proc = spawn(process.execPath, [...nodeArgs, init.bin, ...args, '--log-file', join(init.runDir, `${id}.log`)], { stdio: ['ignore', out, out, 'ipc'] })
+      proc = spawn(process.execPath, [...nodeArgs, init.bin, ...args, '--log-file', join(init.runDir, `${id}.log`)], { stdio: ['ignore', out, out, 'ipc'], ...(env === undefined ? {} : { env: { ...process.env, ...env } }) })
     } finally {
       closeSync(out)
     }
@@ -270,7 +297,7 @@ export async function launch (init: LaunchInit, output: LaunchOutput, options: A
   }
 
   const startWorker = (id: string): Child => {
-    const child = spawnChild(id, ['worker', '--config', configFile, '--coordinator', address, '--id', id, '--job', init.job, ...jobOptArgs, '--out', join(init.runDir, `${id}.result.json`)])
+    const child = spawnChild(id, ['worker', '--config', configFile, '--coordinator', address, '--id', id, '--job', init.job, ...jobOptArgs, '--out', join(init.runDir, `${id}.result.json`)], holderAddress === undefined ? undefined : { PHALANX_HOLDER: holderAddress })
     const outcome: WorkerOutcome = { id, exitCode: null, signal: null, killed: false }
     workers.push(outcome)
     void child.exited.then(() => {
@@ -408,6 +435,7 @@ export async function launch (init: LaunchInit, output: LaunchOutput, options: A
   const deadline = setTimeout(() => { fail(`timed out after ${init.timeoutMs ?? 600_000} ms`) }, init.timeoutMs ?? 600_000)
   try {
     display.event(`run directory ${init.runDir}; coordinator at ${address}; ${init.workers} workers; job ${init.job}`)
+    if (holderAddress !== undefined) startHolder(holderAddress)
     await Promise.race([startCoordinator(init.lastCallMs ?? 2000), finished])
     if (error === undefined) {
       for (let i = 1; i <= init.workers; i++) startWorker(`worker-${i}`)
@@ -435,6 +463,7 @@ export async function launch (init: LaunchInit, output: LaunchOutput, options: A
     clearTimeout(deadline)
     options.signal?.removeEventListener('abort', onAbort)
     await stopAll()
+    await stopHolder()
     display.end()
   }
   const full = workers.filter((w) => w.checksum !== undefined && w.steps === steps)

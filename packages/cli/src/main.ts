@@ -64,6 +64,8 @@ const HELP: Record<string, string> = {
   --port <n>               coordinator port on 127.0.0.1 (default: a free port)
   --last-call-ms <ms>      first rendezvous waits this long for more workers (default 2000)
   --summary-json <file>    also write the summary as JSON
+  --snapshots              start a snapshot holder; workers snapshot to it at every commit and
+                           restore from it when restarted with the same id (instead of healing)
   --timeout-ms <ms>        give up after this long (default 600000)
   --slurm                  submit to Slurm instead (sbatch --wait; coordinator on the first node, one srun step per worker;
                            --run-dir must be on a shared filesystem); --sbatch-arg <arg>... adds #SBATCH lines
@@ -221,6 +223,7 @@ async function cmdLaunch (args: string[], io: CliIO): Promise<number> {
       'last-call-ms': { type: 'string' },
       'summary-json': { type: 'string' },
       'timeout-ms': { type: 'string' },
+      snapshots: { type: 'boolean' },
       ...slurmOptions
     },
     strict: true
@@ -246,7 +249,8 @@ async function cmdLaunch (args: string[], io: CliIO): Promise<number> {
       ...(port === undefined ? {} : { port }),
       ...(lastCallMs === undefined ? {} : { lastCallMs }),
       ...(timeoutMs === undefined ? {} : { timeoutMs }),
-      ...(values['summary-json'] === undefined ? {} : { summaryJson: values['summary-json'] })
+      ...(values['summary-json'] === undefined ? {} : { summaryJson: values['summary-json'] }),
+      ...(values.snapshots === true ? { snapshots: true } : {})
     }, { progress: { write: io.stderr, isTTY: io.isTTY }, summary: (t) => { io.stdout(t + '\n') } }, { signal: ps.signal })
     if (ps.interrupted()) return 130
     return summary.ok ? 0 : 1

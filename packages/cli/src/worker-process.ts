@@ -111,7 +111,8 @@ export async function runWorkerProcess (init: WorkerProcessInit, components: Wor
     snapshotter = snap
     snapshots = (pin) => ({
       every,
-      capture: (meta) => { snap.capture(pin(meta)) },
+      // A capture skipped because the previous drain is still running is retried by the worker.
+      capture: (meta) => snap.capture(pin(meta)).reason !== 'busy',
       restore: async (step, opts) => {
         const held = await client.latest(opts)
         if (held?.step !== step) {

@@ -6,6 +6,7 @@ import {
   type WorkerPhase
 } from '@phalanx/core'
 import type { z } from 'zod'
+import { Counter } from 'prom-client'
 import { createFailureDetector, type FailureDetector } from './failure-detector.js'
 import { createCoordinatorMetrics, startMetricsServer, type CoordinatorMetrics, type MetricsServer } from './metrics.js'
 import { createDashboardFeed } from './dashboard.js'
@@ -250,6 +251,8 @@ export function createCoordinator (init: CoordinatorInit, components: Coordinato
     ...(init.hangFloorMs === undefined ? {} : { hangFloorMs: init.hangFloorMs })
   }, { clock })
   const metrics: CoordinatorMetrics = createCoordinatorMetrics()
+  // Counted once per committed step per worker, whichever owners reported it (Gram-based rules agree on every shard).
+  const robustRejected = new Counter({ name: 'phalanx_coordinator_robust_rejected_total', help: 'Committed steps in which the robust aggregation rule rejected a worker\'s input', labelNames: ['worker'], registers: [metrics.registry] })
 
   let phase: CoordinatorStatus['phase'] = 'idle'
   let epoch = 0
@@ -460,6 +463,9 @@ export function createCoordinator (init: CoordinatorInit, components: Coordinato
     detector.recordStep(now - stepStartedAt)
     metrics.stepSeconds.observe((now - stepStartedAt) / 1000)
     metrics.stepsCommitted.inc()
+    const rejected = new Set<string>()
+    for (const v of votes.values()) for (const id of v.rejected ?? []) rejected.add(id)
+    for (const id of rejected) robustRejected.inc({ worker: id })
     for (const m of members) {
       const v = votes.get(m.id)
       m.committed = committed

@@ -145,7 +145,9 @@ export const readyBodySchema = z.object({
   /** Milliseconds spent healing before this step, when it healed. */
   healMs: z.number().nonnegative().optional(),
   /** Mean training loss of the micro-batches this worker computed (the coordinator weights it by {@link microBatches}). */
-  loss: z.number().optional()
+  loss: z.number().optional(),
+  /** Workers whose inputs the robust aggregation rule rejected on this worker's shard in this step. */
+  rejected: z.array(id).max(4096).optional()
 }).strict()
 /** Body of `ready`. */
 export type ReadyBody = z.infer<typeof readyBodySchema>

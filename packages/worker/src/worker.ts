@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import {
   AbortError, ChecksumMismatchError, ClosedError, ElasticMessage, InvalidParametersError, MalformedMessageError, NotFoundError,
-  StepAbortedError, TimeoutError, assertSameLayout, bytesOf, componentLogger, crc32, decodeTensors, checkFrames, systemClock,
+  StepAbortedError, TimeoutError, assertSameLayout, bytesOf, componentLogger, crc32c, decodeTensors, checkFrames, systemClock,
   aggBodySchema, commitBodySchema, doneBodySchema, gradBodySchema, gramBodySchema, healMetaBodySchema,
   healMetaReplySchema, heartbeatReplySchema, joinReplySchema, quorumBodySchema,
   type AbortOptions, type AggregationReport, type Aggregator, type Clock, type Endpoint, type Envelope, type GradBody, type HealMetaReply, type HeartbeatBody,
@@ -10,7 +10,6 @@ import {
 } from '@phalanx/core'
 import { gramPartial } from '@phalanx/aggregate'
 import { z } from 'zod'
-import zlib from 'node:zlib'
 
 /** Tunables of {@link createWorker}. */
 export interface WorkerInit {
@@ -80,9 +79,16 @@ export interface SnapshotHooks {
   /**
    * Captures the committed state described by `meta` (its step, epoch and cursor). Must return at
    * once: the copy and transfer run in the background. Called at a step boundary, where the state
-   * is the committed one and stays so until the next step's update is applied.
+   * is the committed one and stays so until the next step's update is applied. Return `false` when
+   * the capture was skipped (a drain still busy): the worker tries again every
+   * {@link retryMs} while it is still at that boundary (e.g. waiting for a stalled peer).
    */
-  capture(meta: StateMeta): void
+  capture(meta: StateMeta): boolean | void
+  /**
+   * Interval of capture retries at a boundary whose capture was skipped.
+   * @default 20
+   */
+  retryMs?: number
   /**
    * The newest local snapshot if it holds committed step `step` (undefined otherwise: the worker
    * then heals from its peers).
@@ -252,8 +258,8 @@ interface Snapshot {
   size: number
   specs: TensorSpec[]
   meta: StateMeta
-  /** Chunk checksums computed so far, by `index · 2^26 + chunkFloats`. */
-  crcs: Map<number, number>
+  /** Chunk checksums computed so far, by `<index>:<chunkFloats>`. */
+  crcs: Map<string, number>
 }
 
 /**
@@ -261,16 +267,9 @@ interface Snapshot {
  * (a source configured with another chunk size still serves the healer's chunking).
  */
 const healChunkRequestSchema = z.object({ step: z.number().int().nonnegative(), index: z.number().int().nonnegative(), chunkFloats: z.number().int().positive().optional() }).strict()
-/** Heal chunk reply body: the chunk's CRC-32 travels with it (pieces in order, seeded). */
+/** Heal chunk reply body: the chunk's CRC-32C travels with it (pieces in order, seeded). */
 const healChunkReplySchema = z.object({ step: z.number().int().nonnegative(), index: z.number().int().nonnegative(), crc: z.number().int().nonnegative() }).strict()
 
-/**
- * The checksum of heal chunks and of the aggregate in votes: CRC-32 (IEEE) by zlib's native code
- * (several GB/s, an order of magnitude faster than the JavaScript CRC-32C), with `@phalanx/core`'s
- * table implementation of the same polynomial where zlib lacks it (Node < 20.15), so every process
- * computes the same value.
- */
-const fastCrc: (data: Uint8Array, seed?: number) => number = typeof zlib.crc32 === 'function' ? (data, seed = 0) => zlib.crc32(data, seed) : crc32
 
 function tensorAt (offsets: readonly number[], pos: number): number {
   let lo = 0
@@ -365,6 +364,7 @@ export function createWorker (init: WorkerInit, components: WorkerComponents): W
   const { endpoint, state: hooks, aggregator, snapshots } = components
   const snapshotEvery = Math.max(1, snapshots?.every ?? 1)
   let lastCaptured = -1
+  let captureRetry: TimerHandle | undefined
   const clock = components.clock ?? systemClock()
   const log = componentLogger(components.logger, 'worker').child({ worker: endpoint.id })
   const me = endpoint.id
@@ -608,7 +608,7 @@ export function createWorker (init: WorkerInit, components: WorkerComponents): W
   }
 
   /** Counts and reports inputs a robust rule rejected or down-weighted, by the worker that computed them. */
-  const noteReport = (s: number, e: number, q: QuorumBody, report: AggregationReport, n: number, asg: readonly number[]): void => {
+  const noteReport = (s: number, e: number, q: QuorumBody, report: AggregationReport, n: number, asg: readonly number[]): string[] => {
     const workerOf = (input: number): string => {
       let r = input
       if (q.deterministic) {
@@ -624,12 +624,13 @@ export function createWorker (init: WorkerInit, components: WorkerComponents): W
       report.weights.forEach((w, i) => { if (w > 0 && w < 0.5 / n) down.add(workerOf(i)) })
     }
     for (const id of rejected) down.delete(id)
-    if (rejected.size === 0 && down.size === 0) return
+    if (rejected.size === 0 && down.size === 0) return []
     for (const id of rejected) robustCounts.rejected[id] = (robustCounts.rejected[id] ?? 0) + 1
     for (const id of down) robustCounts.downWeighted[id] = (robustCounts.downWeighted[id] ?? 0) + 1
     const event = { step: s, epoch: e, rule: (aggregator as Aggregator).name, rejected: [...rejected], downWeighted: [...down] }
     log.warn(event, 'robust aggregation rejected or down-weighted inputs')
     emit('robust', event)
+    return event.rejected
   }
 
   /** A robust rule on this worker's shard: the Gram all-gather when the rule needs it, then the rule. */
@@ -670,7 +671,7 @@ export function createWorker (init: WorkerInit, components: WorkerComponents): W
    * other slices are still arriving. With one member nothing is sent and the checksum is 0: a vote
    * among one has nobody to disagree with.
    */
-  const exchange = async (s: number, e: number, q: QuorumBody, mbs: readonly MicroBatch[], grads: readonly Float32Array[], signal: AbortSignal): Promise<{ full: Float32Array, checksum: number }> => {
+  const exchange = async (s: number, e: number, q: QuorumBody, mbs: readonly MicroBatch[], grads: readonly Float32Array[], signal: AbortSignal): Promise<{ full: Float32Array, checksum: number, rejected: string[] }> => {
     const W = q.members.length
     const M = q.globalBatch / q.microBatch
     const aborted = (): Error => (signal.reason instanceof Error ? signal.reason : new StepAbortedError())
@@ -739,6 +740,7 @@ export function createWorker (init: WorkerInit, components: WorkerComponents): W
       }, signal, aborted)
 
       // 3. Aggregate my shard into its place in `full`.
+      let rejected: string[] = []
       if (useMean) {
         sumDivInto(collected.inputs, 0, out, M, sumScratch)
       } else {
@@ -755,9 +757,9 @@ export function createWorker (init: WorkerInit, components: WorkerComponents): W
           })
         }
         const report = await aggregateRobust(s, e, q, inputs, out, ranks, signal, aborted)
-        noteReport(s, e, q, report, inputs.length, asg)
+        rejected = noteReport(s, e, q, report, inputs.length, asg)
       }
-      if (W === 1) return { full, checksum: 0 }
+      if (W === 1) return { full, checksum: 0, rejected }
 
       // 4. All-gather: the same view of my slice goes to every member; theirs are copied into place
       // as they arrive, and the checksum advances over the contiguous prefix of slices.
@@ -784,13 +786,13 @@ export function createWorker (init: WorkerInit, components: WorkerComponents): W
         }
         while (crcNext < W && have[crcNext] === 1) {
           const [x, y] = shard(W, crcNext)
-          crc = fastCrc(bytesOf(full.subarray(x, y)), crc)
+          crc = crc32c(bytesOf(full.subarray(x, y)), crc)
           crcNext++
         }
         return crcNext === W ? crc : undefined
       }, signal, aborted)
       await sent
-      return { full, checksum }
+      return { full, checksum, rejected }
     } catch (err) {
       // Sends of an abandoned step may still be reading these buffers: never hand them out again.
       reduceBuffers = undefined
@@ -838,11 +840,11 @@ export function createWorker (init: WorkerInit, components: WorkerComponents): W
     const snap = await snapshotOf(step, options.signal)
     if (index >= Math.max(1, Math.ceil(snap.size / cf))) throw new NotFoundError(`No chunk ${index} of step ${step}`)
     const pieces = flatRange(snap.tensors, snap.offsets, index * cf, Math.min(snap.size, (index + 1) * cf))
-    const key = index * 2 ** 26 + cf
+    const key = `${index}:${cf}`
     let crc = snap.crcs.get(key)
     if (crc === undefined) {
       crc = 0
-      for (const p of pieces) crc = fastCrc(bytesOf(p), crc)
+      for (const p of pieces) crc = crc32c(bytesOf(p), crc)
       snap.crcs.set(key, crc)
     }
     return { type: ElasticMessage.healChunk, body: { step, index, crc }, tensors: pieces.map((data, k) => ({ name: `p${k}`, shape: [data.length], dtype: 'float32', data })) }
@@ -944,7 +946,7 @@ export function createWorker (init: WorkerInit, components: WorkerComponents): W
               const want = Math.min(m.size, start + m.chunkFloats) - start
               let crc = 0
               let got = 0
-              for (const p of pieces) { crc = fastCrc(bytesOf(p), crc); got += p.length }
+              for (const p of pieces) { crc = crc32c(bytesOf(p), crc); got += p.length }
               if (got !== want) throw new MalformedMessageError(`Chunk ${i} has the wrong length`)
               if (crc !== body.data.crc) throw new ChecksumMismatchError(`Chunk ${i} from ${src} fails its CRC-32`)
               writeFlatRange(dest, offsets, start, pieces)
@@ -974,6 +976,27 @@ export function createWorker (init: WorkerInit, components: WorkerComponents): W
     emit('heal', { step: target, bytes: m.size * 4, ms, sources, chunks, refetched, ...phases })
   }
   let lastHealMs: number | undefined
+
+  /** Captures committed step `at`; a skipped capture is retried while the state stays at that boundary. */
+  const captureAt = (at: number, e: number, globalBatch: number): void => {
+    const hooks = snapshots as SnapshotHooks
+    captureRetry?.cancel()
+    captureRetry = undefined
+    const attempt = (): boolean => {
+      if (!started || !atBoundary || committed !== at) return true
+      try {
+        if (hooks.capture({ step: at, epoch: e, cursor: at * globalBatch }) === false) return false
+      } catch (err) {
+        log.warn({ err: (err as Error).name, step: at }, 'snapshot capture failed')
+      }
+      lastCaptured = at
+      return true
+    }
+    if (attempt()) return
+    captureRetry = clock.setInterval(() => {
+      if (attempt()) { captureRetry?.cancel(); captureRetry = undefined }
+    }, Math.max(1, hooks.retryMs ?? 20))
+  }
 
   async function * steps (options: AbortOptions = {}): AsyncIterableIterator<TrainingStep> {
     const signal = options.signal === undefined ? life.signal : AbortSignal.any([life.signal, options.signal])
@@ -1018,14 +1041,7 @@ export function createWorker (init: WorkerInit, components: WorkerComponents): W
       stepAbort = ctl
       atBoundary = true
       phase = 'compute'
-      if (snapshots !== undefined && committed > lastCaptured && committed > 0 && committed % snapshotEvery === 0) {
-        lastCaptured = committed
-        try {
-          snapshots.capture({ step: committed, epoch: e, cursor: committed * q.globalBatch })
-        } catch (err) {
-          log.warn({ err: (err as Error).name, step: committed }, 'snapshot capture failed')
-        }
-      }
+      if (snapshots !== undefined && committed > lastCaptured && committed > 0 && committed % snapshotEvery === 0) captureAt(committed, e, q.globalBatch)
       notify()
       const mbs = myMicroBatches(s, q)
       const healMs = lastHealMs
@@ -1046,7 +1062,7 @@ export function createWorker (init: WorkerInit, components: WorkerComponents): W
           const sig = opts.signal === undefined ? ctl.signal : AbortSignal.any([ctl.signal, opts.signal])
           if (sig.aborted) throw (ctl.signal.aborted ? ctl.signal.reason as Error : new AbortError())
           const computeMs = clock.now() - t0
-          const { full, checksum } = await exchange(s, e, q, mbs, gradients, sig)
+          const { full, checksum, rejected } = await exchange(s, e, q, mbs, gradients, sig)
           if (ctl.signal.aborted) throw ctl.signal.reason as Error
           let resolve!: (v: boolean) => void
           const outcome = new Promise<boolean>((r) => { resolve = r })
@@ -1055,7 +1071,7 @@ export function createWorker (init: WorkerInit, components: WorkerComponents): W
           phase = 'voted'
           try {
             const loss = opts.loss !== undefined && Number.isFinite(opts.loss) ? { loss: opts.loss } : {}
-            await endpoint.send(coordinatorId, { type: ElasticMessage.ready, epoch: e, step: s, body: { checksum, computeMs, microBatches: mbs.length, ...(healMs === undefined ? {} : { healMs }), ...loss } })
+            await endpoint.send(coordinatorId, { type: ElasticMessage.ready, epoch: e, step: s, body: { checksum, computeMs, microBatches: mbs.length, ...(healMs === undefined ? {} : { healMs }), ...loss, ...(rejected.length === 0 ? {} : { rejected }) } })
           } catch (err) {
             log.debug({ err: (err as Error).name }, 'vote could not be sent')
           }
@@ -1144,6 +1160,7 @@ export function createWorker (init: WorkerInit, components: WorkerComponents): W
       if (!started) return
       started = false
       heartbeatTimer?.cancel()
+      captureRetry?.cancel()
       abortInFlight('stopped')
       life.abort(new ClosedError('Worker stopped'))
       for (const c of cleanups.splice(0)) c()

@@ -11,7 +11,7 @@ import { order, problem } from './helpers.js'
 const JOB = { globalBatch: 40, microBatch: 8, steps: 30 }
 const IDS = ['w1', 'w2', 'w3', 'w4', 'w5']
 
-interface Run { loss: number, workers: Worker[] }
+interface Run { loss: number, workers: Worker[], metrics: string }
 
 /** Sign-flips (and scales by 5) every gradient a worker hands over: a Byzantine worker that would make the mean ascend. */
 function flipped (steps: AsyncIterable<TrainingStep>): AsyncIterable<StepLike> {
@@ -62,7 +62,7 @@ describe('robust aggregation from the worker', () => {
       return await trainLoop(steps, problem, trainer, { indexOf: order.indexOf })
     }))
     for (const l of loops) expect(l.committed).toBe(JOB.steps)
-    return { loss: problem.loss(trainers[0]!.params), workers }
+    return { loss: problem.loss(trainers[0]!.params), workers, metrics: await coordinator.metricsText() }
   }
 
   it('MultiKrum (f = 1) rejects a sign-flipping worker every step, counts it, and trains as well as the clean run', async () => {
@@ -79,6 +79,9 @@ describe('robust aggregation from the worker', () => {
     // Every owner derives the same weights from the same Gram matrix, so all count alike.
     for (const c of counts) expect(c).toEqual(counts[0])
     expect(clean.workers[0]!.status().robust.rejected).toEqual({})
+    // The coordinator counts the rejection once per committed step (from the votes).
+    expect(attacked.metrics).toContain(`phalanx_coordinator_robust_rejected_total{worker="w5"} ${JOB.steps}`)
+    expect(clean.metrics).not.toContain('phalanx_coordinator_robust_rejected_total{')
     // Within 20% of the clean run's loss, while the mean with the attacker is far off.
     expect(Math.abs(attacked.loss - clean.loss) / clean.loss).toBeLessThan(0.2)
     expect(unprotected.loss).toBeGreaterThan(10 * clean.loss)
