@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs and starts what the operations tests need on a Debian machine (root):
 #   etcd (the tests start their own etcd from the binary), a single-node SLURM cluster (munge,
-#   slurmctld, slurmd) for test/ops-slurm.test.ts, and chromium for the dashboard test.
+#   slurmctld, slurmd) for test/ops-slurm.test.ts, chromium for the dashboard test, and an sshd on
+#   127.0.0.1:2222 for test/ops-ssh.test.ts (throwaway keys in $PHALANX_SSHD_DIR, default /tmp/phalanx-sshd;
+#   only that directory's client key may log in; no password logins; ~/.ssh is not touched).
 # Idempotent: a second run only checks that the daemons are up. Usage: bash scripts/ci-services.sh
 set -euo pipefail
 
@@ -10,6 +12,8 @@ command -v etcd >/dev/null || need+=(etcd-server etcd-client)
 command -v sbatch >/dev/null || need+=(slurm-wlm)
 command -v munged >/dev/null || need+=(munge)
 command -v chromium >/dev/null || need+=(chromium)
+[ -x /usr/sbin/sshd ] || need+=(openssh-server)
+command -v ssh >/dev/null || need+=(openssh-client)
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -q >/dev/null
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
@@ -63,11 +67,49 @@ pgrep -x munged >/dev/null || su -s /bin/sh munge -c '/usr/sbin/munged' || /usr/
 pgrep -x slurmctld >/dev/null || slurmctld
 pgrep -x slurmd >/dev/null || slurmd
 
+# sshd for the SSH launcher test: its own config, host key and authorized key, all in one temp dir.
+sshd_dir="${PHALANX_SSHD_DIR:-/tmp/phalanx-sshd}"
+mkdir -p "$sshd_dir" /run/sshd
+chmod 0700 "$sshd_dir"
+chmod 0755 /run/sshd
+[ -s "$sshd_dir/host_key" ] || ssh-keygen -q -t ed25519 -N '' -C phalanx-ci-host -f "$sshd_dir/host_key"
+[ -s "$sshd_dir/client_key" ] || ssh-keygen -q -t ed25519 -N '' -C phalanx-ci-client -f "$sshd_dir/client_key"
+cp "$sshd_dir/client_key.pub" "$sshd_dir/authorized_keys"
+chmod 0600 "$sshd_dir/authorized_keys"
+cat > "$sshd_dir/sshd_config" <<CONF
+# Throwaway sshd for Phalanx CI (written by scripts/ci-services.sh): loopback only, key logins only.
+ListenAddress 127.0.0.1:2222
+HostKey ${sshd_dir}/host_key
+PidFile ${sshd_dir}/sshd.pid
+AuthorizedKeysFile ${sshd_dir}/authorized_keys
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+UsePAM no
+StrictModes no
+UseDNS no
+AllowTcpForwarding local
+X11Forwarding no
+PermitTTY no
+LogLevel ERROR
+CONF
+if ! { [ -s "$sshd_dir/sshd.pid" ] && kill -0 "$(cat "$sshd_dir/sshd.pid")" 2>/dev/null; }; then
+  /usr/sbin/sshd -f "$sshd_dir/sshd_config" -E "$sshd_dir/sshd.log"
+fi
+for _ in $(seq 1 50); do
+  ssh -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR \
+    -i "$sshd_dir/client_key" -p 2222 127.0.0.1 true 2>/dev/null && break
+  sleep 0.2
+done
+ssh -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR \
+  -i "$sshd_dir/client_key" -p 2222 127.0.0.1 true || { echo "ci-services: sshd on 127.0.0.1:2222 does not accept $sshd_dir/client_key" >&2; cat "$sshd_dir/sshd.log" >&2 || true; exit 1; }
+
 # Wait (bounded) for the node to be idle.
 for _ in $(seq 1 60); do
   state="$(sinfo -h -n "$host" -o '%T' 2>/dev/null || true)"
   case "$state" in
-    idle*|mixed*|allocated*) echo "ci-services: slurm node ${host} is ${state}; etcd $(etcd --version | head -1 | awk '{print $3}'); chromium $(command -v chromium)"; exit 0 ;;
+    idle*|mixed*|allocated*) echo "ci-services: slurm node ${host} is ${state}; etcd $(etcd --version | head -1 | awk '{print $3}'); chromium $(command -v chromium); sshd 127.0.0.1:2222 ($sshd_dir)"; exit 0 ;;
     down*|drain*) scontrol update nodename="$host" state=resume >/dev/null 2>&1 || true ;;
   esac
   sleep 1

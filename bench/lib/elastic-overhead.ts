@@ -7,11 +7,7 @@
  * `measureOverhead()` is imported by bench/suites/elastic.ts; run this file alone to print the
  * metrics: `node --import tsx bench/lib/elastic-overhead.ts`.
  */
-import { fork } from 'node:child_process'
-import { existsSync, mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { dirname, join } from 'node:path'
-import { fileURLToPath, pathToFileURL } from 'node:url'
+import { pathToFileURL } from 'node:url'
 import type { Endpoint, Transport } from '@phalanx/core'
 import { createHolderClient, createSnapshotter } from '@phalanx/checkpoint'
 import { createCoordinator } from '@phalanx/coordinator'
@@ -21,6 +17,7 @@ import {
 import { createMemoryNetwork, memoryTransport } from '@phalanx/transport/memory'
 import { createSampleOrder, createTrainer } from '@phalanx/worker'
 import { median, progress, quantile, type Metric } from '../report.js'
+import { startHolderProcess } from './start-holder.js'
 
 /** Tunables of {@link measureOverhead}. */
 export interface OverheadInit {
@@ -111,28 +108,6 @@ async function plainMicroRun (data: MnistDataset, hidden: number, batch: number,
     optimizer.dispose()
   }
   return times
-}
-
-/** Starts a snapshot holder process; resolves with its ipc address and a stop function. */
-async function startHolder (): Promise<{ address: string, stop: () => Promise<void> }> {
-  // tmpfs, as the holder's default: snapshots cost RAM bandwidth, not disk.
-  const dir = mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : tmpdir(), 'phalanx-bench-holder-'))
-  const child = fork(join(dirname(fileURLToPath(import.meta.url)), 'holder-process.ts'), ['overhead', dir], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
-  const address = await new Promise<string>((resolve, reject) => {
-    child.once('message', (m) => { resolve((m as { address: string }).address) })
-    child.once('exit', (code) => { reject(new Error(`holder exited with ${code}`)) })
-  })
-  return {
-    address,
-    stop: async () => {
-      if (child.exitCode === null && child.signalCode === null) {
-        const exited = new Promise((resolve) => { child.once('exit', resolve) })
-        child.kill('SIGTERM')
-        await exited
-      }
-      rmSync(dir, { recursive: true, force: true })
-    }
-  }
 }
 
 /** The same loop as tf users often write it: `optimizer.minimize` (gradients never leave the backend). */
@@ -239,7 +214,7 @@ export async function measureOverhead (init: OverheadInit = {}): Promise<Record<
   const { hidden, ms: calibratedMs } = await calibrate(data, batch, init.targetStepMs ?? 200)
   progress(`elastic-overhead: backend ${backend.name}, MLP 784-${hidden}-10, batch ${batch}, plain step ~${calibratedMs.toFixed(0)} ms`)
   const zmqTransport = withZmq ? (await import('@phalanx/transport/zmq')).zmqTransport() : undefined
-  const holder = withSnapshots ? await startHolder() : undefined
+  const holder = withSnapshots ? await startHolderProcess('overhead') : undefined
   const plain: number[] = []
   const minimize: number[] = []
   const memory: number[] = []

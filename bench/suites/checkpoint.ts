@@ -3,7 +3,11 @@
  * with a snapshot every step, and restore time from the L0 holder (a separate process over ZeroMQ
  * ipc) vs from the L2 disk store. Everything runs on the same state in one process run.
  *
- * Env: CKPT_STATE_MIB (default 64), CKPT_ITER (default 5), CKPT_STEPS (default 12).
+ * Then the step-time overhead of a snapshot every step on real tfjs loops (transformer LM and MNIST
+ * MLP on wasm, snapshots to a holder process): bench/lib/snapshot-overhead.ts.
+ *
+ * Env: CKPT_STATE_MIB (default 64), CKPT_ITER (default 5), CKPT_STEPS (default 12),
+ * CKPT_TF_OVERHEAD (default 1; 0 skips the tfjs loops).
  */
 import { spawn } from 'node:child_process'
 import { closeSync, existsSync, fsyncSync, mkdtempSync, openSync, renameSync, rmSync, writeSync } from 'node:fs'
@@ -221,7 +225,18 @@ async function main (): Promise<void> {
     step_overhead_budgeted_pct: { value: ((stepBudget - stepBase) / stepBase) * 100, unit: '%', target: 3.5, better: 'lower' },
     steps_per_snapshot_budgeted: { value: (2 * STEPS) / Math.max(1, budgetStats.captured), unit: 'steps', target: null, better: 'lower' }
   }
-  writeBenchResult('checkpoint', metrics, { stateMiB: STATE_MIB, iterations: ITER, steps: STEPS, step: 'simulated: 12 multiply-add passes over the state into new arrays (tf bridge not used)' })
+  // 5. A snapshot every step on real training loops (pinState of the tf bridge), same run.
+  let tfLoops: Record<string, string> = {}
+  if (process.env.CKPT_TF_OVERHEAD !== '0') {
+    const { measureSnapshotOverhead } = await import('../lib/snapshot-overhead.js')
+    Object.assign(metrics, await measureSnapshotOverhead())
+    tfLoops = {
+      tfLoops: 'wasm + BatchMatMul override, Adam; computeGradients + applyGradients + one event-loop turn per step; lazy = capture(pinState(...)) at every boundary, awaited = also waits for the drain; holder process over ZeroMQ ipc, slots in tmpfs; 3 rounds x 3 modes x 12 timed steps, order rotated',
+      transformer: 'createTransformerLm d 128, 4 layers, 4 heads, FFN 512, T 64 on charCorpus, batch calibrated to a ~200 ms step',
+      mnist: 'createMnistMlp 784-H-10, batch 1024, H calibrated to a ~200 ms step'
+    }
+  }
+  writeBenchResult('checkpoint', metrics, { stateMiB: STATE_MIB, iterations: ITER, steps: STEPS, step: 'simulated: 12 multiply-add passes over the state into new arrays (tf bridge not used)', ...tfLoops })
 }
 
 /** Same arrays, new step number: a pin of an unchanged state. */

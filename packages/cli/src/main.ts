@@ -23,6 +23,7 @@ import { parseFaults } from './faults.js'
 import { launch } from './launch.js'
 import { etcdOptions, etcdTargetFrom, runHaCoordinatorCommand, haWorkerWiring, runSlurmLaunch, slurmOptions } from './ops-commands.js'
 import { STATUS_URL_FILE, fetchStatus, formatStatus } from './status.js'
+import { runSshLaunch, sshOptions } from './ssh.js'
 import { runWorkerProcess } from './worker-process.js'
 
 /** Where the CLI writes; `main` uses the process streams. */
@@ -69,6 +70,10 @@ const HELP: Record<string, string> = {
   --timeout-ms <ms>        give up after this long (default 600000)
   --slurm                  submit to Slurm instead (sbatch --wait; coordinator on the first node, one srun step per worker;
                            --run-dir must be on a shared filesystem); --sbatch-arg <arg>... adds #SBATCH lines
+  --hosts <h1,h2,...>      run over ssh instead: the coordinator on the first host, workers round-robin over the hosts
+                           (ssh -o BatchMode=yes; the repository at the same path on every host, or --remote-dir <dir>);
+                           --ssh-user <u> --ssh-key <file> --ssh-port <n> --ssh-opt <Option=value>... --remote-node <path>
+                           --status-port <n> (coordinator HTTP on the first host, forwarded by ssh -L; default --port + 1)
 `,
   coordinator: `phalanx coordinator: the job's coordinator (membership, failure detection, commits).
   --listen <address>       where workers reach it (default tcp://127.0.0.1:7100)
@@ -224,7 +229,8 @@ async function cmdLaunch (args: string[], io: CliIO): Promise<number> {
       'summary-json': { type: 'string' },
       'timeout-ms': { type: 'string' },
       snapshots: { type: 'boolean' },
-      ...slurmOptions
+      ...slurmOptions,
+      ...sshOptions
     },
     strict: true
   })
@@ -241,6 +247,15 @@ async function cmdLaunch (args: string[], io: CliIO): Promise<number> {
   const timeoutMs = int(values, 'timeout-ms', 1)
   if (values.slurm === true) {
     return await runSlurmLaunch(values, { workers, runDir, bin: binPath(), ...(port === undefined ? {} : { port }), ...(lastCallMs === undefined ? {} : { lastCallMs }) }, io, { processSignal, ipcSender })
+  }
+  if (values.hosts !== undefined) {
+    return await runSshLaunch(values, {
+      config, workers, runDir, bin: binPath(),
+      ...(port === undefined ? {} : { port }),
+      ...(lastCallMs === undefined ? {} : { lastCallMs }),
+      ...(timeoutMs === undefined ? {} : { timeoutMs }),
+      ...(values['summary-json'] === undefined ? {} : { summaryJson: values['summary-json'] })
+    }, io, { processSignal })
   }
   const ps = processSignal()
   try {

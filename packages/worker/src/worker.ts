@@ -998,19 +998,35 @@ export function createWorker (init: WorkerInit, components: WorkerComponents): W
     }, Math.max(1, hooks.retryMs ?? 20))
   }
 
+  /**
+   * What {@link steps} should do now: end, run step `s` of quorum `q` in epoch `e`, or wait
+   * (undefined). Re-checked synchronously right before a step starts, so a step never begins from a
+   * plan that a quorum handled meanwhile has made stale.
+   */
+  const nextPlan = (): 'done' | { q: QuorumBody, e: number, s: number } | undefined => {
+    if (done && (pending === undefined || pending.settled)) return 'done'
+    if (joined && quorum?.active === true && rank >= 0 && nextStep < quorum.steps && (pending === undefined || pending.settled)) return { q: quorum, e: epoch, s: nextStep }
+    return undefined
+  }
+
   async function * steps (options: AbortOptions = {}): AsyncIterableIterator<TrainingStep> {
     const signal = options.signal === undefined ? life.signal : AbortSignal.any([life.signal, options.signal])
     const closed = (): Error => (life.signal.aborted ? new ClosedError('Worker stopped') : new AbortError())
     for (;;) {
       // A stopped worker yields no new step, even when its last quorum would allow one.
       if (signal.aborted) throw closed()
-      const plan = await waitUntil(() => {
-        if (done && (pending === undefined || pending.settled)) return 'done' as const
-        if (joined && quorum?.active === true && rank >= 0 && nextStep < quorum.steps && (pending === undefined || pending.settled)) return { q: quorum, e: epoch, s: nextStep }
-        return undefined
-      }, signal, closed)
+      const plan = await waitUntil(nextPlan, signal, closed)
       if (plan === 'done') return
       const { q, e, s } = plan
+      // `waitUntil` settles a few microtasks after it decided, and a heal awaits: a quorum (or an
+      // eviction) handled in between found no step to abort. Starting a step from such a stale plan
+      // would run it in an epoch its peers have left, waiting for inputs that never come, while the
+      // heartbeats report the new epoch (so the coordinator only ends it at the hang deadline).
+      const stale = (): boolean => {
+        const now = nextPlan()
+        return now === undefined || now === 'done' || now.q !== q || now.e !== e || now.s !== s
+      }
+      if (stale()) continue
       if (committed < s) {
         const ctl = new AbortController()
         const off = (): void => { ctl.abort(new StepAbortedError('epoch changed during heal')) }
@@ -1031,6 +1047,7 @@ export function createWorker (init: WorkerInit, components: WorkerComponents): W
           unsubscribe()
           signal.removeEventListener('abort', onStop)
         }
+        if (stale()) continue
       }
       if (committed !== s) {
         log.error({ committed, step: s, epoch: e }, 'state is ahead of the quorum; waiting for the next epoch')
