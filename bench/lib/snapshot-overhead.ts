@@ -18,7 +18,7 @@ import { pathToFileURL } from 'node:url'
 import { createCheckpointStore, createHolderClient, createSnapshotter, type Snapshotter } from '@phalanx/checkpoint'
 import {
   applyGradients, charCorpus, computeGradients, createMnistMlp, createTransformerLm, lmLoss, mnistDataset, mnistLoss,
-  pinState, selectBackend, tf, type LossFn, type TfModel
+  pinState, selectBackend, stateSpecs, tf, type LossFn, type TfModel
 } from '@phalanx/tfjs'
 import { zmqTransport } from '@phalanx/transport/zmq'
 import { median, progress, quantile, type Metric } from '../report.js'
@@ -139,14 +139,25 @@ type Mode = 'baseline' | 'lazy' | 'awaited'
 
 const yieldLoop = async (): Promise<void> => { await new Promise<void>((resolve) => { setImmediate(resolve) }) }
 
+/** One run: step durations, and (lazy mode) how many steps each completed drain spanned. */
+interface RunResult { times: number[], drainSteps: number[], unfinished: number }
+
 /** Step durations of one run: every step timed from its start to the end of its boundary work. */
-async function run (loop: Loop, first: number, steps: number, warmup: number, mode: Mode, snapshotter: Snapshotter): Promise<number[]> {
+async function run (loop: Loop, first: number, steps: number, warmup: number, mode: Mode, snapshotter: Snapshotter): Promise<RunResult> {
   const times: number[] = []
+  const drainSteps: number[] = []
+  let acceptedAt: number | undefined
+  let completed = snapshotter.stats().completed
   for (let i = 0; i < warmup + steps; i++) {
     const s = first + i
     const t0 = performance.now()
     await loop.step(s)
-    if (mode !== 'baseline') snapshotter.capture(pinState(loop.model, loop.optimizer, { step: s + 1, epoch: 0 }))
+    if (mode !== 'baseline') {
+      const done = snapshotter.stats().completed
+      if (done > completed && acceptedAt !== undefined) drainSteps.push(i - acceptedAt)
+      completed = done
+      if (snapshotter.capture(pinState(loop.model, loop.optimizer, { step: s + 1, epoch: 0 })).accepted) acceptedAt = i
+    }
     if (mode === 'awaited') await snapshotter.flush()
     // One event-loop turn per step, in every mode, as an async training loop gives (a data loader,
     // a network round trip): tfjs's own awaits on wasm resolve as microtasks and give the drain none.
@@ -154,8 +165,9 @@ async function run (loop: Loop, first: number, steps: number, warmup: number, mo
     if (i >= warmup) times.push(performance.now() - t0)
   }
   // A drain still in flight finishes outside the timed steps; the next run starts with none.
+  const unfinished = mode === 'lazy' && snapshotter.stats().completed === completed && acceptedAt !== undefined ? 1 : 0
   await snapshotter.flush()
-  return times
+  return { times, drainSteps, unfinished }
 }
 
 function stateBytes (loop: Loop): number {
@@ -188,6 +200,7 @@ export async function measureSnapshotOverhead (init: SnapshotOverheadInit = {}):
     for (const w of workloads) {
       const { loop, ms: calibratedMs } = await calibrate(await factoryOf(w), targetMs)
       const bytes = stateBytes(loop)
+      const tensorCount = stateSpecs(loop.model, loop.optimizer).length
       progress(`snapshot-overhead: ${w}: backend ${backend.name}, ${loop.describe}; state ${(bytes / 2 ** 20).toFixed(1)} MiB; plain step ~${calibratedMs.toFixed(0)} ms`)
       const client = createHolderClient({ owner: `bench-${w}`, address, requestTimeoutMs: 60_000 }, { endpoint })
       const store = l2Dir === undefined ? undefined : createCheckpointStore({ dir: join(l2Dir, w), keep: 2 })
@@ -197,6 +210,8 @@ export async function measureSnapshotOverhead (init: SnapshotOverheadInit = {}):
       const means: Record<Mode, number[]> = { baseline: [], lazy: [], awaited: [] }
       const drainMs: number[] = []
       let taken = 0
+      const lazyDrainSteps: number[] = []
+      let lazyUnfinished = 0
       let skipped = 0
       let s = 1000
       try {
@@ -206,7 +221,7 @@ export async function measureSnapshotOverhead (init: SnapshotOverheadInit = {}):
           for (let k = 0; k < modes.length; k++) {
             const mode = modes[(k + r) % modes.length] as Mode
             const before = snapshotter.stats()
-            const t = await run(loop, s, steps, warmup, mode, snapshotter)
+            const { times: t, drainSteps, unfinished } = await run(loop, s, steps, warmup, mode, snapshotter)
             const after = snapshotter.stats()
             s += warmup + steps
             times[mode].push(...t)
@@ -214,10 +229,12 @@ export async function measureSnapshotOverhead (init: SnapshotOverheadInit = {}):
             if (mode === 'lazy') {
               taken += after.captured - before.captured
               skipped += after.skipped - before.skipped
+              lazyDrainSteps.push(...drainSteps)
+              lazyUnfinished += unfinished
             }
             if (mode === 'awaited') drainMs.push(after.lastDrainMs)
           }
-          progress(`snapshot-overhead: ${w}: round ${r + 1}/${rounds}: baseline ${median(times.baseline).toFixed(1)} ms, lazy snapshot every step ${median(times.lazy).toFixed(1)} ms (taken ${taken}, skipped ${skipped}), awaited snapshot every step ${median(times.awaited).toFixed(1)} ms (drain ${median(drainMs).toFixed(0)} ms)`)
+          progress(`snapshot-overhead: ${w}: round ${r + 1}/${rounds}: baseline ${median(times.baseline).toFixed(1)} ms, lazy snapshot every step ${median(times.lazy).toFixed(1)} ms (taken ${taken}, skipped ${skipped}; lazy drains spanning [${lazyDrainSteps.join(', ')}] steps, ${lazyUnfinished} still draining at the end of its run), awaited snapshot every step ${median(times.awaited).toFixed(1)} ms (drain ${median(drainMs).toFixed(0)} ms)`)
         }
       } finally {
         await snapshotter.stop()
@@ -232,12 +249,16 @@ export async function measureSnapshotOverhead (init: SnapshotOverheadInit = {}):
       metrics[`${w}_snapshot_every_step_overhead_ratio_p20`] = m(quantile(times.lazy, 0.2) / quantile(times.baseline, 0.2) - 1, 'ratio')
       metrics[`${w}_snapshots_taken_fraction`] = m(taken / Math.max(1, taken + skipped), 'fraction', null, 'higher')
       metrics[`${w}_snapshots_skipped`] = m(skipped, 'count')
+      // Steps a lazy drain spans (a drain unfinished when its run ended counts as the whole run).
+      metrics[`${w}_lazy_drain_span_steps`] = m(median([...lazyDrainSteps, ...Array.from({ length: lazyUnfinished }, () => warmup + steps)]), 'steps')
       metrics[`${w}_snapshot_awaited_every_step_overhead_ratio`] = m(median(times.awaited) / mb - 1, 'ratio')
       metrics[`${w}_step_ms_baseline`] = m(mb, 'ms')
       metrics[`${w}_step_ms_snapshot_every_step`] = m(median(times.lazy), 'ms')
       metrics[`${w}_step_ms_snapshot_awaited`] = m(median(times.awaited), 'ms')
       metrics[`${w}_snapshot_drain_ms`] = m(median(drainMs), 'ms')
       metrics[`${w}_snapshots_committed_l0`] = m(st.l0, 'count', null, 'higher')
+      // The drain yields one event-loop turn per tensor: this bounds how fast a lazy drain can finish.
+      metrics[`${w}_snapshot_tensors`] = m(tensorCount, 'count')
       metrics[`${w}_snapshot_state_mib`] = m(bytes / 2 ** 20, 'MiB', null, 'higher')
       if (l2Every > 0) metrics[`${w}_snapshots_committed_l2`] = m(st.l2, 'count', null, 'higher')
     }

@@ -35,6 +35,13 @@ export interface SnapshotterInit {
    * @default true
    */
   checksumWorker?: boolean
+  /**
+   * Longest stretch, ms, the drain copies tensors on the trainer's thread before it yields to the
+   * event loop. Yielding per tensor instead made a 165-tensor model need ~170 event-loop turns, so
+   * a busy trainer (one turn per step) almost never finished a snapshot.
+   * @default 2
+   */
+  sliceMs?: number
 }
 
 /** Collaborators of {@link createSnapshotter}. */
@@ -92,7 +99,7 @@ export interface SnapshotOutcome {
 /**
  * Lazy asynchronous snapshots. {@link capture} takes a pinned state and returns at once; a background
  * drain copies it tensor by tensor into a preallocated double-buffered staging pool (yielding to the
- * event loop between tensors), checksums it in a worker thread, and hands it to the L0 holder and,
+ * event loop every `sliceMs`), checksums it in a worker thread, and hands it to the L0 holder and,
  * every `l2Every`th time, to the L2 store. A capture that arrives while a drain is in flight is skipped
  * and counted: the trainer never waits.
  */
@@ -114,6 +121,8 @@ const MAX_CHUNK = 8 * 1024 * 1024
 export function createSnapshotter (init: SnapshotterInit = {}, components: SnapshotterComponents = {}): Snapshotter {
   const l2Every = init.l2Every ?? 10
   const chunkBytes = init.chunkBytes ?? DEFAULT_CHUNK_BYTES
+  const sliceMs = init.sliceMs ?? 2
+  if (!(sliceMs >= 0)) throw new InvalidParametersError('sliceMs must be a non-negative number')
   if (!Number.isInteger(chunkBytes) || chunkBytes < 64 || chunkBytes % 64 !== 0 || chunkBytes > MAX_CHUNK) throw new InvalidParametersError('chunkBytes must be a multiple of 64 of at most 8 MiB')
   if (init.overheadBudget !== undefined && !(init.overheadBudget > 0 && init.overheadBudget <= 1)) throw new InvalidParametersError('overheadBudget must be in (0, 1]')
   const useWorker = init.checksumWorker ?? true
@@ -169,18 +178,24 @@ export function createSnapshotter (init: SnapshotterInit = {}, components: Snaps
       sliceStart = now()
       writeShardPreamble(image, plan)
       slice()
+      await yieldLoop()
+      if (signal.aborted) return undefined
+      sliceStart = now()
       for (let i = 0; i < plan.header.entries.length; i++) {
-        await yieldLoop()
-        if (signal.aborted) return undefined
-        sliceStart = now()
+        if (now() - sliceStart >= sliceMs) {
+          slice()
+          await yieldLoop()
+          if (signal.aborted) return undefined
+          sliceStart = now()
+        }
         const e = plan.header.entries[i] as ShardEntry
         const at = plan.dataStart + e.offset
         await pinned.read(i, new Float32Array(image.buffer, image.byteOffset + at, e.length))
         const next = plan.header.entries[i + 1]
         // Zero the alignment padding: staging is reused, stale bytes would make files differ run to run.
         image.fill(0, at + e.length * 4, next === undefined ? plan.totalBytes : plan.dataStart + next.offset)
-        slice()
       }
+      slice()
       pinned.release()
       crcWorker ??= createChecksumWorker()
       const crcs = await crcWorker.crcs(image, chunkBytes, { signal })
