@@ -10,7 +10,12 @@ import { createCoordinator, type Coordinator } from '../src/index.js'
 
 const CHROMIUM = '/usr/bin/chromium'
 const hasChromium = existsSync(CHROMIUM) && spawnSync(CHROMIUM, ['--version'], { encoding: 'utf8' }).status === 0
-const SCREENSHOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'docs', 'img', 'dashboard.png')
+// The screenshot is a test artifact (test-artifacts/, ignored by git); PHALANX_UPDATE_DOCS=1 refreshes
+// the copy linked from docs/operations.md instead.
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..')
+const SCREENSHOT = process.env.PHALANX_UPDATE_DOCS === '1'
+  ? join(ROOT, 'docs', 'img', 'dashboard.png')
+  : join(ROOT, 'test-artifacts', 'dashboard.png')
 
 const cleanups: Array<() => Promise<void>> = []
 afterEach(async () => { for (const c of cleanups.splice(0).reverse()) await c() })
