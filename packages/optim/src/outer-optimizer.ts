@@ -88,6 +88,8 @@ export interface SyncReport {
   mode: 'group' | 'local' | 'fallback'
   /** Error class name that caused a fallback. */
   reason?: string
+  /** Set when the partner was already past this round: the replica's next round (rounds between are skipped). */
+  resyncedTo?: number
   /** Bytes this replica sent in this sync. */
   bytesSent: number
   /** Sequential communication rounds this sync took. */
@@ -113,6 +115,8 @@ export interface OuterMetrics {
   rejected: number
   /** Exchanges where the partner's weights arrived but our own send was not acknowledged. */
   unacknowledged: number
+  /** Rounds skipped to catch up with partners that were already past them. */
+  skippedRounds: number
 }
 
 /**
@@ -207,7 +211,7 @@ export function createOuterOptimizer (init: OuterOptimizerInit, components: Oute
   let removeHandler: (() => void) | undefined
   const inbox = new Map<number, Inbound>()
   let waiter: Waiter | undefined
-  const counters: OuterMetrics = { syncs: 0, fallbacks: 0, sitOuts: 0, bytesSent: 0, bytesReceived: 0, rounds: 0, rejected: 0, unacknowledged: 0 }
+  const counters: OuterMetrics = { syncs: 0, fallbacks: 0, sitOuts: 0, bytesSent: 0, bytesReceived: 0, rounds: 0, rejected: 0, unacknowledged: 0, skippedRounds: 0 }
 
   const partnerFor = (r: number): PeerId | undefined => {
     const rank = members.indexOf(self as PeerId)
@@ -225,7 +229,8 @@ export function createOuterOptimizer (init: OuterOptimizerInit, components: Oute
   const onExchange = (envelope: Envelope): OutboundMessage => {
     const r = envelope.header.step
     const from = envelope.peer
-    if (r < round) refuse(new StaleEpochError(`Outer round ${r} is over (now ${round})`), { round: r, from })
+    // `now` tells a lagging partner where the others are, so it can skip ahead (see `resyncTo`).
+    if (r < round) refuse(new StaleEpochError(`Outer round ${r} is over (now ${round})`, { details: { now: round } }), { round: r, from })
     if (r > round + 1) refuse(new InvalidParametersError(`Outer round ${r} is too far ahead (now ${round})`), { round: r, from })
     if (inbox.has(r)) refuse(new InvalidParametersError(`Outer round ${r} already received`), { round: r, from })
     let expected: PeerId | undefined
@@ -275,7 +280,7 @@ export function createOuterOptimizer (init: OuterOptimizerInit, components: Oute
   }
 
   /** One symmetric round: send ours, receive theirs; resolves with theirs, or undefined on failure. */
-  const exchange = async (r: number, partner: PeerId, theta: Float32Array, signal: AbortSignal): Promise<{ theirs?: Float32Array, reason?: string }> => {
+  const exchange = async (r: number, partner: PeerId, theta: Float32Array, signal: AbortSignal): Promise<{ theirs?: Float32Array, reason?: string, resyncTo?: number }> => {
     const ep = endpoint as Endpoint
     // Never reuse a buffer whose send was not acknowledged: the transport may still be reading it.
     const out = sendBuf ?? new Float32Array(size)
@@ -312,7 +317,14 @@ export function createOuterOptimizer (init: OuterOptimizerInit, components: Oute
       }
       const waitError = theirsResult.reason as Error
       // When the wait was cut short by our own failed send, the send's error is the real reason.
-      if (waitError.name === AbortError.name && ackResult.status === 'rejected') return { reason: (ackResult.reason as Error).name }
+      if (waitError.name === AbortError.name && ackResult.status === 'rejected') {
+        const sendError = ackResult.reason as Error & { details?: { now?: unknown } }
+        const now = sendError.details?.now
+        // The partner is already past this round: we fell behind (e.g. a fallback waited out a
+        // deadline). Pairings are a function of the round, so rounds must line up again.
+        if (sendError.name === StaleEpochError.name && typeof now === 'number' && Number.isInteger(now) && now > r + 1) return { reason: sendError.name, resyncTo: now }
+        return { reason: sendError.name }
+      }
       return { reason: waitError.name }
     } finally {
       signal.removeEventListener('abort', onAbort)
@@ -367,6 +379,7 @@ export function createOuterOptimizer (init: OuterOptimizerInit, components: Oute
       if (signal.aborted) throw new AbortError(undefined, { cause: signal.reason })
       syncing = true
       const r = round
+      let skipTo: number | undefined
       const startedAt = clock.now()
       const report: SyncReport = { round: r, group: spec.group, mode: 'group', bytesSent: 0, rounds: 0, durationMs: 0 }
       try {
@@ -390,7 +403,8 @@ export function createOuterOptimizer (init: OuterOptimizerInit, components: Oute
           } else {
             report.partner = partner
             const sentBefore = counters.bytesSent
-            const { theirs, reason } = await exchange(r, partner, theta, signal)
+            const { theirs, reason, resyncTo } = await exchange(r, partner, theta, signal)
+            if (resyncTo !== undefined) skipTo = resyncTo
             report.bytesSent = counters.bytesSent - sentBefore
             report.rounds = pairExchangeCost(size * 4).rounds
             if (theirs !== undefined) {
@@ -399,7 +413,7 @@ export function createOuterOptimizer (init: OuterOptimizerInit, components: Oute
               report.mode = 'fallback'
               if (reason !== undefined) report.reason = reason
               counters.fallbacks++
-              log.warn({ round: r, partner, reason }, 'pair exchange failed; applied a local outer step')
+              log.warn({ round: r, partner, reason, ...(resyncTo === undefined ? {} : { resyncTo }) }, 'pair exchange failed; applied a local outer step')
               applyOuterStep(spec, anchor, momentum, theta)
             }
           }
@@ -409,7 +423,13 @@ export function createOuterOptimizer (init: OuterOptimizerInit, components: Oute
         counters.syncs++
         theta.set(anchor)
         if (!isFlat) unflattenInto(params, theta)
-        finish(r)
+        // A replica that fell behind skips the rounds its peers have finished, so its next pairing
+        // is theirs again (counted: those rounds brought it no outer step).
+        finish(skipTo === undefined ? r : skipTo - 1)
+        if (skipTo !== undefined) {
+          counters.skippedRounds += skipTo - r - 1
+          report.resyncedTo = skipTo
+        }
         report.durationMs = clock.now() - startedAt
         return report
       } finally {

@@ -189,4 +189,27 @@ describe('pair exchange over the memory transport', () => {
       .rejects.toMatchObject({ name: 'LayoutMismatchError' })
     expect(opts[stranger]?.metrics().rejected).toBe(1)
   })
+
+  it('a replica that fell behind catches up to its partner\'s round instead of failing every exchange', async () => {
+    const clock = createFakeClock()
+    const { opts } = await cluster(2, { preset: 'noloco', interval: 1 }, new Float32Array(SIZE), undefined, clock, 500)
+    const [slow, fast] = opts as [OuterOptimizer, OuterOptimizer]
+    // The fast replica runs three rounds alone: its partner never answers, so each is a fallback.
+    for (let r = 0; r < 3; r++) {
+      const pending = fast.sync(rand(SIZE, 10 + r))
+      for (let i = 0; i < 1000 && clock.pending() === 0; i++) await new Promise((resolve) => { setImmediate(resolve) })
+      clock.advance(500)
+      await expect(pending).resolves.toMatchObject({ round: r, mode: 'fallback' })
+    }
+    expect(fast.round).toBe(3)
+    // The slow one uses what the fast one left for round 0, then learns it is behind and skips ahead.
+    await expect(slow.sync(rand(SIZE, 20))).resolves.toMatchObject({ round: 0, mode: 'group' })
+    await expect(slow.sync(rand(SIZE, 21))).resolves.toMatchObject({ round: 1, mode: 'fallback', reason: 'StaleEpochError', resyncedTo: 3 })
+    expect(slow.round).toBe(3)
+    expect(slow.metrics().skippedRounds).toBe(1)
+    // Aligned again: the next round is a real exchange on both sides.
+    const [a, b] = await Promise.all([slow.sync(rand(SIZE, 23)), fast.sync(rand(SIZE, 24))])
+    expect(a).toMatchObject({ round: 3, mode: 'group' })
+    expect(b).toMatchObject({ round: 3, mode: 'group' })
+  })
 })
