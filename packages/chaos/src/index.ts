@@ -18,7 +18,7 @@
  * import { loadScenario, runScenario, formatReport } from '@phalanx/chaos'
  *
  * const report = await runScenario(await loadScenario('worker-kill.yaml'), { driver })
- * console.log(formatReport(report))
+ * process.stdout.write(formatReport(report))
  * ```
  */
 export { createChaosAgent, type ChaosAgent, type ChaosAgentComponents, type ChaosAgentInit } from './agent.js'

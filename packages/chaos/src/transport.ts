@@ -236,7 +236,7 @@ interface Link {
  * const heal = net.partition([['coordinator', 'worker-1'], ['worker-2']])
  * // ... later
  * heal()
- * console.log(net.log.counts()) // { 'network:delay': 812, 'network:drop': 9, 'network:partition': 31 }
+ * logger.info(net.log.counts(), 'network faults') // { 'network:delay': 812, 'network:drop': 9, 'network:partition': 31 }
  * ```
  */
 export function chaosTransport (inner: Transport, plan: ChaosNetworkPlan, components: ChaosComponents = {}): ChaosTransport {

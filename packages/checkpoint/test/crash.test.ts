@@ -1,11 +1,10 @@
-import { spawn, type ChildProcess } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { stateDictsBitEqual, type Endpoint } from '@phalanx/core'
 import { zmqTransport } from '@phalanx/transport/zmq'
 import { createCheckpointStore, createHolderClient } from '../src/index.js'
-import { makeState, tempDir } from './helpers.js'
+import { makeState, startFixture, tempDir, type FixtureProcess } from './helpers.js'
 
 const FIXTURES = fileURLToPath(new URL('./fixtures/', import.meta.url))
 
@@ -15,34 +14,10 @@ function rng (seed: number): () => number {
   return () => { s = (Math.imul(s, 1664525) + 1013904223) >>> 0; return s / 4294967296 }
 }
 
-interface Child { proc: ChildProcess, committed: number[], waitFor: (pred: (line: string) => boolean) => Promise<string>, exited: Promise<void> }
+type Child = FixtureProcess
 
 function start (script: string, args: string[]): Child {
-  const proc = spawn(process.execPath, ['--import', 'tsx', '--conditions=@phalanx/source', join(FIXTURES, script), ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
-  const committed: number[] = []
-  const waiters: Array<{ pred: (line: string) => boolean, resolve: (line: string) => void, reject: (err: Error) => void }> = []
-  let buf = ''
-  let stderr = ''
-  proc.stderr?.on('data', (d: Buffer) => { stderr += d.toString() })
-  proc.stdout?.on('data', (d: Buffer) => {
-    buf += d.toString()
-    let nl
-    while ((nl = buf.indexOf('\n')) >= 0) {
-      const line = buf.slice(0, nl)
-      buf = buf.slice(nl + 1)
-      const m = /^committed (\d+)$/.exec(line)
-      if (m !== null) committed.push(Number(m[1]))
-      for (const w of [...waiters]) if (w.pred(line)) { waiters.splice(waiters.indexOf(w), 1); w.resolve(line) }
-    }
-  })
-  const exited = new Promise<void>((resolve) => {
-    proc.once('exit', () => {
-      for (const w of waiters.splice(0)) w.reject(new Error(`${script} exited: ${stderr.slice(-2000)}`))
-      resolve()
-    })
-  })
-  const waitFor = async (pred: (line: string) => boolean): Promise<string> => await new Promise((resolve, reject) => { waiters.push({ pred, resolve, reject }) })
-  return { proc, committed, waitFor, exited }
+  return startFixture(join(FIXTURES, script), args)
 }
 
 async function kill9 (c: Child): Promise<void> {

@@ -1,4 +1,3 @@
-import { spawn, type ChildProcess } from 'node:child_process'
 import { Writable } from 'node:stream'
 import { fileURLToPath } from 'node:url'
 import { pino } from 'pino'
@@ -7,45 +6,18 @@ import { stateDictsBitEqual, type Endpoint, type Logger } from '@phalanx/core'
 import { zmqTransport } from '@phalanx/transport/zmq'
 import { createCheckpointStore, restoreBest } from '../src/index.js'
 import { chooseScheme, createErasureL1Source, decodeSnapshot, type ExchangeGroup } from '../src/erasure/index.js'
-import { tempDir } from './helpers.js'
+import { startFixture, tempDir, type FixtureProcess } from './helpers.js'
 import { hostState } from './fixtures/erasure-state.js'
 
 const FIXTURE = fileURLToPath(new URL('./fixtures/erasure-host.ts', import.meta.url))
 const HOSTS = 6
 
-interface Host { id: string, proc: ChildProcess, committed: number[], tail: string[], waitFor: (pred: (line: string) => boolean) => Promise<string>, exited: Promise<void> }
+interface Host extends FixtureProcess { id: string }
 
 function startHost (index: number): Host {
   const id = `host-${index}`
   // Its own process group (detached), so a whole host — holder and anything it started — dies at once.
-  const proc = spawn(process.execPath, ['--import', 'tsx', '--conditions=@phalanx/source', FIXTURE, id, String(index)], { stdio: ['pipe', 'pipe', 'pipe'], detached: true })
-  const committed: number[] = []
-  const tail: string[] = []
-  const waiters: Array<{ pred: (line: string) => boolean, resolve: (line: string) => void, reject: (err: Error) => void }> = []
-  let buf = ''
-  let stderr = ''
-  proc.stderr?.on('data', (d: Buffer) => { stderr += d.toString() })
-  proc.stdout?.on('data', (d: Buffer) => {
-    buf += d.toString()
-    let nl
-    while ((nl = buf.indexOf('\n')) >= 0) {
-      const line = buf.slice(0, nl)
-      buf = buf.slice(nl + 1)
-      const m = /^committed (\d+)$/.exec(line)
-      if (m !== null) committed.push(Number(m[1]))
-      tail.push(line)
-      if (tail.length > 4) tail.shift()
-      for (const w of [...waiters]) if (w.pred(line)) { waiters.splice(waiters.indexOf(w), 1); w.resolve(line) }
-    }
-  })
-  const exited = new Promise<void>((resolve) => {
-    proc.once('exit', () => {
-      for (const w of waiters.splice(0)) w.reject(new Error(`${id} exited: ${stderr.slice(-2000)}`))
-      resolve()
-    })
-  })
-  const waitFor = async (pred: (line: string) => boolean): Promise<string> => await new Promise((resolve, reject) => { waiters.push({ pred, resolve, reject }) })
-  return { id, proc, committed, tail, waitFor, exited }
+  return { id, ...startFixture(FIXTURE, [id, String(index)], { detached: true }) }
 }
 
 async function killGroup (h: Host): Promise<void> {
