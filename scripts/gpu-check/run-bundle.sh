@@ -6,7 +6,7 @@ B=$(cd "$(dirname "$0")" && pwd)
 export LD_LIBRARY_PATH="$B/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export DAWN_OPTS="${DAWN_OPTS-backend=vulkan}"
 if [ -z "${VK_DRIVER_FILES:-}" ] && [[ "$DAWN_OPTS" == *vulkan* ]]; then
-  for f in /usr/share/vulkan/icd.d/nvidia_icd*.json /etc/vulkan/icd.d/nvidia_icd*.json; do
+  for f in /usr/share/vulkan/icd.d/nvidia_icd*.json /etc/vulkan/icd.d/nvidia_icd*.json /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd*.json; do
     [ -f "$f" ] && export VK_DRIVER_FILES="$f" && break
   done
   if [ -z "${VK_DRIVER_FILES:-}" ]; then
@@ -20,6 +20,10 @@ if [ -z "${VK_DRIVER_FILES:-}" ] && [[ "$DAWN_OPTS" == *vulkan* ]]; then
       ldconfig -p 2>/dev/null | grep -i nvidia >&2 || true
     fi
   fi
+fi
+# glvnd's EGL finds the NVIDIA vendor library through this json; containers keep it beside the driver.
+if [ -z "${__EGL_VENDOR_LIBRARY_FILENAMES:-}" ] && [ -f /usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json ]; then
+  export __EGL_VENDOR_LIBRARY_FILENAMES=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
 fi
 echo "[gpu-check] DAWN_OPTS=$DAWN_OPTS VK_DRIVER_FILES=${VK_DRIVER_FILES:-} COMPAT=${COMPAT:-}" >&2
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null >&2 || true
