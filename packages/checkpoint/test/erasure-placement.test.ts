@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { chooseScheme, dataStripesOf, groupSizes, planGroups, schemeCost, spreadByDomain, stripeRoles } from '../src/erasure/index.js'
+import { chooseScheme, groupSizes, pieceHolder, piecesHeldBy, planGroups, schemeCost, spreadByDomain } from '../src/erasure/index.js'
 
 describe('erasure placement', () => {
   it('chooses the scheme by group size', () => {
@@ -39,20 +39,24 @@ describe('erasure placement', () => {
     expect(defaults.map((g) => [g.members.length, g.scheme.kind, g.scheme.k, g.scheme.m])).toEqual([[10, 'rs', 8, 2], [3, 'xor', 2, 1]])
   })
 
-  it('rotates parity: every member is data in k stripes and parity in m, never both in one stripe', () => {
+  it('scatters each owner\'s n − 1 stored pieces over the other members, one each, so every member holds one piece of every other', () => {
     for (const scheme of [{ k: 1, m: 1 }, { k: 3, m: 1 }, { k: 4, m: 2 }, { k: 8, m: 2 }]) {
       const n = scheme.k + scheme.m
-      const parityCount = new Array<number>(n).fill(0)
-      for (let s = 0; s < n; s++) {
-        const r = stripeRoles(scheme, s)
-        expect(r.data).toHaveLength(scheme.k)
-        expect(r.parity).toHaveLength(scheme.m)
-        expect(new Set([...r.data, ...r.parity]).size).toBe(n)
-        for (const p of r.parity) parityCount[p] = (parityCount[p] as number) + 1
+      for (let owner = 0; owner < n; owner++) {
+        const holders = Array.from({ length: n - 1 }, (_, piece) => pieceHolder(scheme, owner, piece))
+        expect(new Set(holders).size).toBe(n - 1)
+        expect(holders).not.toContain(owner)
       }
-      expect(parityCount.every((c) => c === scheme.m)).toBe(true)
-      for (let i = 0; i < n; i++) expect(dataStripesOf(scheme, i)).toHaveLength(scheme.k)
+      for (let member = 0; member < n; member++) {
+        const held = piecesHeldBy(scheme, member)
+        expect(held.map((h) => h.owner).sort((a, b) => a - b)).toEqual(Array.from({ length: n }, (_, i) => i).filter((i) => i !== member))
+        for (const h of held) expect(pieceHolder(scheme, h.owner, h.piece)).toBe(member)
+      }
+      // The last parity piece is never stored (the owner keeps its whole snapshot).
+      expect(() => pieceHolder(scheme, 0, n - 1)).toThrow(expect.objectContaining({ name: 'InvalidParametersError' }) as unknown as Error)
     }
-    expect(schemeCost({ k: 4, m: 2 }, 1000)).toEqual({ memoryBytes: 1500, parityBytes: 500, networkBytes: 2000 })
+    // RS(4,2): own 1000 + 5 pieces of 250 held; 1 of them parity; 5 pieces sent.
+    expect(schemeCost({ k: 4, m: 2 }, 1000)).toEqual({ memoryBytes: 2250, parityBytes: 250, networkBytes: 1250 })
+    expect(schemeCost({ k: 3, m: 1 }, 999)).toEqual({ memoryBytes: 1998, parityBytes: 0, networkBytes: 999 })
   })
 })

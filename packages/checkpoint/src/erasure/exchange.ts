@@ -1,27 +1,32 @@
 import { setMaxListeners } from 'node:events'
 import { z } from 'zod'
 import {
-  ClosedError, InvalidParametersError, MalformedMessageError, NotFoundError, TimeoutError,
-  bytesOf, componentLogger, decodeTensors, raceSignal, systemClock, throwIfAborted,
+  ChecksumMismatchError, ClosedError, InvalidParametersError, MalformedMessageError, NotFoundError, TimeoutError,
+  bytesOf, componentLogger, crc32c, decodeTensors, raceSignal, systemClock, throwIfAborted,
   type AbortOptions, type Clock, type Endpoint, type Envelope, type NamedTensor, type PeerId
 } from '@phalanx/core'
-import { alignUp, type ErasureCodec } from './codec.js'
-import { createSchemeCodec, dataStripesOf, stripeRoles, type ErasureScheme, type SchemeCodecComponents } from './placement.js'
-import { assertCodecMatches, encodePieces, parseStripeHeader, type StripeHeader } from './stripe.js'
+import type { ErasureCodec } from './codec.js'
+import {
+  DEFAULT_CHUNK_BYTES, chunkCount, chunkRange, encodeOwnPieces, parsePieceLayout, pieceBytes, type PieceLayout
+} from './layout.js'
+import { createSchemeCodec, pieceHolder, type ErasureScheme, type SchemeCodecComponents } from './placement.js'
+import { assertCodecMatches } from './stripe.js'
 
-/** Message types of the shard exchange between the holders of one group. */
+/** Message types of the piece exchange between the holders of one group. */
 export const ERASURE_MESSAGES = Object.freeze({
-  /** data member → parity holder (request): one piece of the sender's snapshot; reply: the stripe header once encoded. */
+  /** owner → holder (request): one piece of the owner's snapshot and its layout; reply: an ack once stored and verified. */
   piece: 'ec.piece',
-  /** member → every member: this member's pieces of a version are all encoded (phase 1 vote). */
+  /** member → every member: all pieces of this member's snapshot of a version are stored (phase 1 vote). */
   prepared: 'ec.prepared',
   /** any → member (request): the versions it holds. */
   versions: 'ec.versions',
-  /** rebuilder → member (request): its shard of one stripe of a version. */
+  /** rebuilder → holder (request): the layout of the piece it holds of an owner's version. */
+  layout: 'ec.layout',
+  /** rebuilder → holder (request): one chunk of the piece it holds of an owner's version. */
   fetch: 'ec.fetch'
 })
 
-/** One protection group as the exchange sees it: member endpoint ids in stripe order and the scheme. */
+/** One protection group as the exchange sees it: member endpoint ids in order and the scheme. */
 export interface ExchangeGroup {
   /** Endpoint ids of the members' holders; a member's index is its position here. */
   readonly members: readonly PeerId[]
@@ -30,9 +35,11 @@ export interface ExchangeGroup {
 
 /** Counters and gauges of a member, for logs and metrics export. */
 export interface ErasureMetrics {
-  /** Bytes of own snapshots held (all kept versions). */
+  /** Bytes of own snapshots held whole (all kept versions, padding included). */
   snapshotBytes: number
-  /** Bytes of parity shards held for others (all kept versions). */
+  /** Bytes of other members' pieces held, data and parity (all kept versions). */
+  pieceBytes: number
+  /** Of {@link pieceBytes}, the parity pieces. */
   parityBytes: number
   /** Versions held (committed or in flight). */
   versionsHeld: number
@@ -41,11 +48,11 @@ export interface ErasureMetrics {
   snapshotsCommitted: number
   /** Snapshots not committed: a previous one still in flight, a peer unreachable or a timeout. */
   snapshotsSkipped: number
-  /** Bytes of data encoded into parity and the time it took. */
+  /** Bytes of own snapshots encoded into parity, and the time encoding (and checksumming) took. */
   encodeBytes: number
   encodeMs: number
-  /** Data shards served to rebuilders. */
-  shardsServed: number
+  /** Chunks served to rebuilders. */
+  chunksServed: number
 }
 
 /** Tunables of {@link createErasureMember}. */
@@ -56,7 +63,7 @@ export interface ErasureMemberInit {
   /** Addresses to connect the endpoint to, by member id. @default none (the caller connected the endpoint) */
   readonly addresses?: Readonly<Record<PeerId, string>>
   /**
-   * How long a snapshot may take to be encoded and voted by every member before it is skipped, ms.
+   * How long a snapshot may take to be stored and voted by every member before it is skipped, ms.
    * @default 10000
    */
   readonly prepareTimeoutMs?: number
@@ -65,6 +72,12 @@ export interface ErasureMemberInit {
    * @default 2
    */
   readonly keep?: number
+  /**
+   * Bytes of a chunk: the unit of CRC-32C checks, rebuild fetches and decoding (a multiple of 8, at
+   * most one wire frame).
+   * @default 8388608 (8 MiB)
+   */
+  readonly chunkBytes?: number
 }
 
 /** Collaborators of {@link createErasureMember}. */
@@ -84,11 +97,12 @@ export interface SnapshotOutcome {
 }
 
 /**
- * One host's L1 holder: it keeps its own snapshots whole, sends their pieces to the stripes' parity
- * holders, holds the parity of the stripes it is parity for, and commits a version in two phases
- * (PREPARE: all its pieces encoded by their parity holders, vote sent to every member; COMMIT: votes
- * from all members received). The last `keep` committed versions are kept; it serves shards to a
- * rebuilder ({@link createErasureL1Source}).
+ * One host's L1 holder. It keeps its own snapshots whole, encodes each into k data pieces and m
+ * parity pieces and stores n − 1 of them on the other members ({@link pieceHolder}); it holds one
+ * piece of every other member's snapshot. A version commits in two phases (PREPARE: all its pieces
+ * stored and verified by their holders, vote sent to every member; COMMIT: votes from all members).
+ * The last `keep` committed versions are kept; it serves chunks of held pieces to a rebuilder
+ * ({@link createErasureL1Source}).
  */
 export interface ErasureMember extends AsyncDisposable {
   /** Registers the protocol handlers. Idempotent. */
@@ -115,27 +129,30 @@ function deferred<T> (): Deferred<T> {
   return { promise, resolve, reject }
 }
 
-interface OwnSnapshot { readonly padded: Uint8Array, readonly pieceSize: number, readonly length: number }
+interface HeldPiece { readonly layout: PieceLayout, readonly piece: number, readonly bytes: Uint8Array }
 
 interface VersionState {
   readonly version: number
-  own?: OwnSnapshot
-  readonly headers: Map<number, StripeHeader>
-  readonly parity: Map<number, Uint8Array>
-  readonly pending: Map<number, { pieces: Array<Uint8Array | undefined>, done: Deferred<StripeHeader>, started: boolean }>
+  /** Own snapshot, padded (data pieces are views of it). */
+  own?: { readonly padded: Uint8Array, readonly layout: PieceLayout }
+  /** Pieces of other members' snapshots, by owner index. */
+  readonly held: Map<number, HeldPiece>
   readonly prepared: Set<PeerId>
   readonly commit: Deferred<void>
   committed: boolean
 }
 
 const count = z.number().int().nonnegative()
-const pieceBody = z.object({ version: count, stripe: count, position: count, length: count }).strict()
+const pieceBody = z.object({ version: count, piece: count, layout: z.unknown() }).strict()
 const versionBody = z.object({ version: count }).strict()
-const fetchBody = z.object({ version: count, stripe: count }).strict()
+const layoutBody = z.object({ version: count, owner: count }).strict()
+const fetchBody = z.object({ version: count, owner: count, chunk: count }).strict()
 /** Reply of `ec.versions`. */
 export const versionsReplySchema = z.object({ committed: z.array(count).max(64), complete: z.array(count).max(64) }).strict()
-/** Reply of `ec.fetch` (the shard travels as a tensor frame). */
-export const fetchReplySchema = z.object({ index: count, header: z.unknown() }).strict()
+/** Reply of `ec.layout`. */
+export const layoutReplySchema = z.object({ piece: count, layout: z.unknown() }).strict()
+/** Reply of `ec.fetch` (the chunk travels as one tensor frame). */
+export const fetchReplySchema = z.object({ piece: count, chunk: count }).strict()
 
 /** Parses a peer-supplied body; throws `MalformedMessageError`. */
 export function parseBody<T> (schema: z.ZodType<T>, value: unknown, what: string): T {
@@ -149,11 +166,22 @@ export function bytesTensor (name: string, bytes: Uint8Array): NamedTensor {
   return { name, shape: [bytes.byteLength / 4], dtype: 'float32', data: new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4) }
 }
 
-/** The bytes of the single tensor of an envelope. */
+/** The bytes of the single tensor of an envelope (a view of the frame when it has one frame). */
 export function envelopeBytes (envelope: Envelope): Uint8Array {
   const t = decodeTensors(envelope)[0]
   if (t === undefined) throw new MalformedMessageError('Message carries no shard')
   return bytesOf(t.data)
+}
+
+/** Copies the tensor frames of an envelope into a new buffer of exactly `size` bytes; throws `MalformedMessageError` on another size. */
+function copyFrames (envelope: Envelope, size: number): Uint8Array {
+  let total = 0
+  for (const f of envelope.frames) total += f.byteLength
+  if (total !== size) throw new MalformedMessageError(`Piece carries ${total} bytes, its layout says ${size}`)
+  const out = new Uint8Array(size)
+  let off = 0
+  for (const f of envelope.frames) { out.set(f, off); off += f.byteLength }
+  return out
 }
 
 /** Validates a group and returns the index of `self` in it. */
@@ -181,9 +209,9 @@ export function createErasureMember (init: ErasureMemberInit, components: Erasur
   assertCodecMatches(codec, { codec: codec.id, k, m })
   const prepareTimeoutMs = init.prepareTimeoutMs ?? 10_000
   const keep = init.keep ?? 2
-  const myDataStripes = dataStripesOf(group.scheme, me)
+  const chunkBytes = init.chunkBytes ?? DEFAULT_CHUNK_BYTES
   const versions = new Map<number, VersionState>()
-  const metrics: ErasureMetrics = { snapshotBytes: 0, parityBytes: 0, versionsHeld: 0, committedVersion: -1, snapshotsCommitted: 0, snapshotsSkipped: 0, encodeBytes: 0, encodeMs: 0, shardsServed: 0 }
+  const metrics: ErasureMetrics = { snapshotBytes: 0, pieceBytes: 0, parityBytes: 0, versionsHeld: 0, committedVersion: -1, snapshotsCommitted: 0, snapshotsSkipped: 0, encodeBytes: 0, encodeMs: 0, chunksServed: 0 }
   let unhandle: Array<() => void> = []
   let running = false
   let inFlight = false
@@ -192,25 +220,29 @@ export function createErasureMember (init: ErasureMemberInit, components: Erasur
   const stateOf = (version: number): VersionState => {
     let vs = versions.get(version)
     if (vs === undefined) {
-      vs = { version, headers: new Map(), parity: new Map(), pending: new Map(), prepared: new Set(), commit: deferred<void>(), committed: false }
+      vs = { version, held: new Map(), prepared: new Set(), commit: deferred<void>(), committed: false }
       versions.set(version, vs)
     }
     return vs
   }
   const refreshGauges = (): void => {
     let own = 0
+    let pieces = 0
     let parity = 0
     for (const vs of versions.values()) {
-      own += vs.own?.length ?? 0
-      for (const p of vs.parity.values()) parity += p.byteLength
+      own += vs.own?.padded.byteLength ?? 0
+      for (const h of vs.held.values()) {
+        pieces += h.bytes.byteLength
+        if (h.piece >= k) parity += h.bytes.byteLength
+      }
     }
     metrics.snapshotBytes = own
+    metrics.pieceBytes = pieces
     metrics.parityBytes = parity
     metrics.versionsHeld = versions.size
   }
   const drop = (vs: VersionState, why: string): void => {
     versions.delete(vs.version)
-    for (const p of vs.pending.values()) p.done.reject(new NotFoundError(`Version ${vs.version} was dropped: ${why}`))
     vs.commit.reject(new NotFoundError(`Version ${vs.version} was dropped: ${why}`))
   }
   const collect = (): void => {
@@ -219,15 +251,7 @@ export function createErasureMember (init: ErasureMemberInit, components: Erasur
     if (oldestKept === undefined) return
     for (const vs of [...versions.values()]) if (vs.version < oldestKept) drop(vs, 'superseded')
   }
-  const complete = (vs: VersionState): boolean => {
-    if (vs.own === undefined) return false
-    for (let s = 0; s < n; s++) {
-      const roles = stripeRoles(group.scheme, s)
-      if (!vs.headers.has(s)) return false
-      if (roles.parity.includes(me) && !vs.parity.has(s)) return false
-    }
-    return true
-  }
+  const complete = (vs: VersionState): boolean => vs.own !== undefined && vs.held.size === n - 1
   const maybeCommit = (vs: VersionState): void => {
     if (vs.committed || vs.prepared.size < n) return
     vs.committed = true
@@ -235,28 +259,8 @@ export function createErasureMember (init: ErasureMemberInit, components: Erasur
     metrics.committedVersion = Math.max(metrics.committedVersion, vs.version)
     collect()
     refreshGauges()
-    log.info({ version: vs.version, snapshotBytes: metrics.snapshotBytes, parityBytes: metrics.parityBytes, versionsHeld: metrics.versionsHeld }, 'snapshot version committed')
+    log.info({ version: vs.version, snapshotBytes: metrics.snapshotBytes, pieceBytes: metrics.pieceBytes, parityBytes: metrics.parityBytes, versionsHeld: metrics.versionsHeld }, 'snapshot version committed')
     vs.commit.resolve()
-  }
-
-  const encodeStripe = async (vs: VersionState, stripe: number): Promise<void> => {
-    const pend = vs.pending.get(stripe)
-    if (pend === undefined || pend.started || pend.pieces.some((p) => p === undefined)) return
-    pend.started = true
-    const t0 = clock.now()
-    try {
-      const { header, shards } = await encodePieces(codec, pend.pieces as Uint8Array[])
-      metrics.encodeMs += clock.now() - t0
-      metrics.encodeBytes += header.shardSize * k
-      const j = stripeRoles(group.scheme, stripe).parity.indexOf(me)
-      vs.parity.set(stripe, (shards[k + j] as Uint8Array).slice())
-      vs.headers.set(stripe, header)
-      vs.pending.delete(stripe)
-      refreshGauges()
-      pend.done.resolve(header)
-    } catch (err) {
-      pend.done.reject(err as Error)
-    }
   }
 
   const waitFor = async <T>(p: Promise<T>, ms: number, what: string, signal: AbortSignal): Promise<T> => {
@@ -268,35 +272,36 @@ export function createErasureMember (init: ErasureMemberInit, components: Erasur
     }
   }
 
-  const onPiece = async (env: Envelope, opts: { signal: AbortSignal }): Promise<{ type: string, body: unknown }> => {
+  const ownerOf = (from: PeerId): number => {
+    const o = group.members.indexOf(from)
+    if (o < 0) throw new InvalidParametersError(`${from} is not a member of the group`)
+    return o
+  }
+
+  const onPiece = (env: Envelope): { type: string, body: unknown } => {
     const body = parseBody(pieceBody, env.header.body, ERASURE_MESSAGES.piece)
-    if (body.stripe >= n) throw new MalformedMessageError(`Stripe ${body.stripe} is outside 0..${n - 1}`)
-    const roles = stripeRoles(group.scheme, body.stripe)
-    if (!roles.parity.includes(me)) throw new InvalidParametersError(`Member ${me} holds no parity of stripe ${body.stripe}`)
-    const sender = roles.data[body.position]
-    if (sender === undefined || group.members[sender] !== env.header.from) throw new InvalidParametersError(`${env.header.from} is not data position ${body.position} of stripe ${body.stripe}`)
-    const bytes = envelopeBytes(env)
-    if (body.length > bytes.byteLength) throw new MalformedMessageError(`Piece claims ${body.length} bytes, carries ${bytes.byteLength}`)
-    const newest = metrics.committedVersion
-    if (body.version < newest) throw new InvalidParametersError(`Version ${body.version} is older than the committed ${newest}`)
-    const vs = stateOf(body.version)
-    let pend = vs.pending.get(body.stripe)
-    const done = vs.headers.get(body.stripe)
-    if (done !== undefined) return { type: 'ec.piece-ack', body: { header: done } }
-    if (pend === undefined) {
-      pend = { pieces: new Array<Uint8Array | undefined>(k).fill(undefined), done: deferred<StripeHeader>(), started: false }
-      vs.pending.set(body.stripe, pend)
+    const owner = ownerOf(env.header.from)
+    if (owner === me || body.piece >= n - 1 || pieceHolder(group.scheme, owner, body.piece) !== me) {
+      throw new InvalidParametersError(`Member ${me} does not hold piece ${body.piece} of ${env.header.from}`)
     }
-    // Received frames may be views of the sender's memory (memory transport): copy what is kept.
-    pend.pieces[body.position] = bytes.slice(0, body.length)
-    void encodeStripe(vs, body.stripe)
-    const header = await waitFor(pend.done.promise, prepareTimeoutMs, `Stripe ${body.stripe} of version ${body.version}`, opts.signal)
-    return { type: 'ec.piece-ack', body: { header } }
+    const layout = parsePieceLayout(body.layout)
+    assertCodecMatches(codec, layout)
+    if (body.version < metrics.committedVersion) throw new InvalidParametersError(`Version ${body.version} is older than the committed ${metrics.committedVersion}`)
+    // Frames may be views of the sender's memory (memory transport) or of ZeroMQ buffers: copy what is kept.
+    const bytes = copyFrames(env, layout.pieceSize)
+    const expected = layout.crcs[body.piece] as readonly number[]
+    for (let c = 0; c < expected.length; c++) {
+      const { start, end } = chunkRange(layout, c)
+      if (crc32c(bytes.subarray(start, end)) !== expected[c]) throw new ChecksumMismatchError(`Chunk ${c} of piece ${body.piece} from ${env.header.from} failed its CRC in transit`)
+    }
+    stateOf(body.version).held.set(owner, { layout, piece: body.piece, bytes })
+    refreshGauges()
+    return { type: 'ec.piece-ack', body: {} }
   }
 
   const onPrepared = (env: Envelope): void => {
     const { version } = parseBody(versionBody, env.header.body, ERASURE_MESSAGES.prepared)
-    if (!group.members.includes(env.header.from)) throw new InvalidParametersError(`${env.header.from} is not a member of the group`)
+    ownerOf(env.header.from)
     if (version < metrics.committedVersion) return
     const vs = stateOf(version)
     vs.prepared.add(env.header.from)
@@ -308,28 +313,26 @@ export function createErasureMember (init: ErasureMemberInit, components: Erasur
     return { type: 'ec.versions-reply', body: { committed: held.filter((v) => v.committed).map((v) => v.version), complete: held.filter(complete).map((v) => v.version) } }
   }
 
+  const heldPiece = (version: number, owner: number): HeldPiece => {
+    const h = versions.get(version)?.held.get(owner)
+    if (h === undefined) throw new NotFoundError(`No piece of member ${owner}'s version ${version} here`)
+    return h
+  }
+
+  const onLayout = (env: Envelope): { type: string, body: unknown } => {
+    const { version, owner } = parseBody(layoutBody, env.header.body, ERASURE_MESSAGES.layout)
+    const h = heldPiece(version, owner)
+    return { type: 'ec.layout-reply', body: { piece: h.piece, layout: h.layout } }
+  }
+
   const onFetch = (env: Envelope): { type: string, body: unknown, tensors: NamedTensor[] } => {
-    const { version, stripe } = parseBody(fetchBody, env.header.body, ERASURE_MESSAGES.fetch)
-    if (stripe >= n) throw new MalformedMessageError(`Stripe ${stripe} is outside 0..${n - 1}`)
-    const vs = versions.get(version)
-    const header = vs?.headers.get(stripe)
-    if (vs === undefined || header === undefined) throw new NotFoundError(`No shard of stripe ${stripe} of version ${version} here`)
-    const roles = stripeRoles(group.scheme, stripe)
-    const j = roles.parity.indexOf(me)
-    let index: number
-    let shard: Uint8Array
-    if (j >= 0) {
-      index = k + j
-      shard = vs.parity.get(stripe) as Uint8Array
-    } else {
-      index = roles.data.indexOf(me)
-      const own = vs.own as OwnSnapshot
-      const piece = myDataStripes.indexOf(stripe)
-      shard = new Uint8Array(header.shardSize)
-      shard.set(own.padded.subarray(piece * own.pieceSize, piece * own.pieceSize + (header.lengths[index] ?? 0)))
-    }
-    metrics.shardsServed++
-    return { type: 'ec.fetch-reply', body: { index, header }, tensors: [bytesTensor('shard', shard)] }
+    const { version, owner, chunk } = parseBody(fetchBody, env.header.body, ERASURE_MESSAGES.fetch)
+    const h = heldPiece(version, owner)
+    if (chunk >= chunkCount(h.layout)) throw new MalformedMessageError(`Chunk ${chunk} is outside 0..${chunkCount(h.layout) - 1}`)
+    const { start, end } = chunkRange(h.layout, chunk)
+    metrics.chunksServed++
+    // A view, not a copy: held pieces are never written after they are stored.
+    return { type: 'ec.fetch-reply', body: { piece: h.piece, chunk }, tensors: [bytesTensor('chunk', h.bytes.subarray(start, end))] }
   }
 
   const member: ErasureMember = {
@@ -343,9 +346,10 @@ export function createErasureMember (init: ErasureMemberInit, components: Erasur
         endpoint.handle(ERASURE_MESSAGES.piece, onPiece),
         endpoint.handle(ERASURE_MESSAGES.prepared, onPrepared),
         endpoint.handle(ERASURE_MESSAGES.versions, onVersions),
+        endpoint.handle(ERASURE_MESSAGES.layout, onLayout),
         endpoint.handle(ERASURE_MESSAGES.fetch, onFetch)
       ]
-      log.debug({ codec: codec.id, k, m, index: me }, 'erasure member started')
+      log.debug({ codec: codec.id, k, m, index: me, chunkBytes }, 'erasure member started')
     },
     async stop () {
       if (!running) return
@@ -372,32 +376,24 @@ export function createErasureMember (init: ErasureMemberInit, components: Erasur
       const stale = [...versions.values()].filter((v) => !v.committed && v.version < version).sort((a, b) => b.version - a.version)
       for (const vs of stale.slice(1)) drop(vs, 'superseded by a newer snapshot')
       const signal = AbortSignal.any([lifecycle.signal, ...(options.signal === undefined ? [] : [options.signal])])
-      // One listener per concurrent request (k·m pieces, n votes): more than the default warning threshold.
-      setMaxListeners(4 * n * (m + 1), signal)
+      // One listener per concurrent request (n − 1 pieces, n votes): more than the default warning threshold.
+      setMaxListeners(4 * n + 8, signal)
       try {
-        const pieceSize = alignUp(Math.max(1, Math.ceil(bytes.byteLength / k)))
-        const padded = new Uint8Array(pieceSize * k)
-        padded.set(bytes)
+        const t0 = clock.now()
+        const encoded = await encodeOwnPieces(codec, bytes, { chunkBytes, signal })
+        metrics.encodeMs += clock.now() - t0
+        if (m > 1) metrics.encodeBytes += encoded.padded.byteLength
         const vs = stateOf(version)
-        vs.own = { padded, pieceSize, length: bytes.byteLength }
+        vs.own = { padded: encoded.padded, layout: encoded.layout }
         refreshGauges()
-        await Promise.all(myDataStripes.map(async (stripe, p) => {
-          const roles = stripeRoles(group.scheme, stripe)
-          const length = Math.max(0, Math.min(pieceSize, bytes.byteLength - p * pieceSize))
-          const piece = padded.subarray(p * pieceSize, (p + 1) * pieceSize)
-          const headers = await Promise.all(roles.parity.map(async (holder) => {
-            const reply = await endpoint.request(group.members[holder] as PeerId, {
-              type: ERASURE_MESSAGES.piece,
-              step: version,
-              body: { version, stripe, position: roles.data.indexOf(me), length },
-              tensors: [bytesTensor('piece', piece)]
-            }, { timeoutMs: prepareTimeoutMs, signal })
-            return parseStripeHeader((reply.header.body as { header?: unknown } | undefined)?.header)
-          }))
-          const first = headers[0] as StripeHeader
-          if (headers.some((h) => h.crcs.join() !== first.crcs.join())) throw new MalformedMessageError(`Parity holders of stripe ${stripe} disagree on its header`)
-          assertCodecMatches(codec, first)
-          vs.headers.set(stripe, first)
+        await Promise.all(Array.from({ length: n - 1 }, async (_, piece) => {
+          const holder = group.members[pieceHolder(group.scheme, me, piece)] as PeerId
+          await endpoint.request(holder, {
+            type: ERASURE_MESSAGES.piece,
+            step: version,
+            body: { version, piece, layout: encoded.layout },
+            tensors: [bytesTensor('piece', pieceBytes(encoded, piece))]
+          }, { timeoutMs: prepareTimeoutMs, signal })
         }))
         vs.prepared.add(init.self)
         await Promise.all(group.members.filter((id) => id !== init.self).map(async (id) => {
@@ -422,4 +418,3 @@ export function createErasureMember (init: ErasureMemberInit, components: Erasur
   }
   return member
 }
-

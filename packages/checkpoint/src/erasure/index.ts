@@ -9,13 +9,14 @@
  *   dependency); {@link createRsCodec} picks native and falls back to wasm with a log line.
  * - **Stripes** ({@link encodeStripe}, {@link decodeStripe}) record the codec id, k, m, lengths and a
  *   CRC-32C per shard; a corrupt shard is treated as missing, another codec's stripe is refused.
- * - **Placement** ({@link planGroups}, {@link stripeRoles}): groups of k + m hosts, each host's
- *   snapshot split into k data pieces, parity rotating over the group.
+ * - **Placement** ({@link planGroups}, {@link pieceHolder}): groups of k + m hosts; each host
+ *   encodes its own snapshot into k data + m parity pieces ({@link encodeOwnPieces}) and stores
+ *   n − 1 of them on the other members, one each.
  * - **Exchange and recovery** ({@link createErasureMember}, {@link createErasureL1Source}): members
- *   send pieces to the stripes' parity holders, vote, and commit a version once all members
- *   prepared it (the last two committed versions are kept); a replacement rebuilds a lost member's
- *   snapshot from k shards per stripe, or fails with `InsufficientShardsError` so
- *   `restoreBest` falls back to L2.
+ *   send their pieces, vote, and commit a version once all members prepared it (the last two
+ *   committed versions are kept); a replacement rebuilds a lost member's snapshot from k of its
+ *   pieces (1× its size; data pieces are copied, only lost ones are decoded), or fails with
+ *   `InsufficientShardsError` so `restoreBest` falls back to L2.
  *
  * @example
  * ```ts
@@ -32,6 +33,7 @@ export * from './xor.js'
 export * from './wasm-rs.js'
 export * from './native-rs.js'
 export * from './stripe.js'
+export * from './layout.js'
 export * from './placement.js'
 export * from './snapshot-format.js'
 export * from './exchange.js'

@@ -106,43 +106,38 @@ export function planGroups (hosts: readonly PlacementHost[], options: { scheme?:
   return groups
 }
 
-/** Who does what in one stripe of a group. */
-export interface StripeRoles {
-  /** Member indices whose snapshot pieces are the k data shards, in shard order. */
-  readonly data: readonly number[]
-  /** Member indices holding parity shard j = 0..m−1. */
-  readonly parity: readonly number[]
+/**
+ * Where piece `piece` of member `owner`'s snapshot lives. Each member encodes its own snapshot into
+ * k data pieces (0..k−1, consecutive byte ranges of the snapshot) and m parity pieces (k..k+m−1);
+ * pieces 0..n−2 go to the next n − 1 members, (owner + 1 + piece) mod n, and the last parity piece
+ * is never stored: the owner keeps its whole snapshot, so while it lives nothing is needed, and once
+ * it is lost its n − 1 scattered pieces still tolerate m − 1 further losses (m in all).
+ * @throws `InvalidParametersError` for an owner or piece out of range, or the unstored last piece
+ */
+export function pieceHolder (scheme: Pick<ErasureScheme, 'k' | 'm'>, owner: number, piece: number): number {
+  const n = scheme.k + scheme.m
+  if (!Number.isInteger(owner) || owner < 0 || owner >= n) throw new InvalidParametersError(`Member ${owner} is outside 0..${n - 1}`)
+  if (!Number.isInteger(piece) || piece < 0 || piece >= n - 1) throw new InvalidParametersError(`Piece ${piece} is outside 0..${n - 2} (the stored pieces)`)
+  return (owner + 1 + piece) % n
 }
 
-/**
- * Roles in stripe `s` of a group of n = k + m members (s = 0..n−1): parity on members
- * (s + 1 + j) mod n, j = 0..m−1, rotating like RAID-5/6; the other k members are data, each
- * contributing one piece of its own snapshot. Every member is data in k stripes and parity in m.
- */
-export function stripeRoles (scheme: Pick<ErasureScheme, 'k' | 'm'>, stripe: number): StripeRoles {
+/** The pieces member `member` holds for the others: one piece of each other member's snapshot. */
+export function piecesHeldBy (scheme: Pick<ErasureScheme, 'k' | 'm'>, member: number): Array<{ owner: number, piece: number }> {
   const n = scheme.k + scheme.m
-  if (!Number.isInteger(stripe) || stripe < 0 || stripe >= n) throw new InvalidParametersError(`Stripe ${stripe} is outside 0..${n - 1}`)
-  const parity = Array.from({ length: scheme.m }, (_, j) => (stripe + 1 + j) % n)
-  const data: number[] = []
-  for (let i = 0; i < n; i++) if (!parity.includes(i)) data.push(i)
-  return { data, parity }
-}
-
-/**
- * The stripes member `member` contributes data to, in the order of its snapshot pieces: piece p of
- * its snapshot is its data shard in stripe `result[p]`.
- */
-export function dataStripesOf (scheme: Pick<ErasureScheme, 'k' | 'm'>, member: number): number[] {
-  const n = scheme.k + scheme.m
-  const out: number[] = []
-  for (let s = 0; s < n; s++) if (stripeRoles(scheme, s).data.includes(member)) out.push(s)
+  if (!Number.isInteger(member) || member < 0 || member >= n) throw new InvalidParametersError(`Member ${member} is outside 0..${n - 1}`)
+  const out: Array<{ owner: number, piece: number }> = []
+  for (let d = 1; d < n; d++) out.push({ owner: (member - d + n) % n, piece: d - 1 })
   return out
 }
 
-/** Per-host cost of a scheme for a snapshot of `bytes`: memory held and bytes sent per snapshot. */
+/**
+ * Per-host cost of a scheme for a snapshot of `bytes`: memory held (own snapshot plus one piece of
+ * each other member's), the parity part of that, and bytes sent per snapshot (n − 1 pieces).
+ */
 export function schemeCost (scheme: Pick<ErasureScheme, 'k' | 'm'>, bytes: number): { memoryBytes: number, parityBytes: number, networkBytes: number } {
-  const parityBytes = Math.ceil((scheme.m * bytes) / scheme.k)
-  return { memoryBytes: bytes + parityBytes, parityBytes, networkBytes: scheme.m * bytes }
+  const piece = Math.ceil(bytes / scheme.k)
+  const held = (scheme.k + scheme.m - 1) * piece
+  return { memoryBytes: bytes + held, parityBytes: (scheme.m - 1) * piece, networkBytes: held }
 }
 
 /** Collaborators of {@link createSchemeCodec}. */

@@ -26,8 +26,14 @@ export function encodeSnapshot (state: StateDict): Uint8Array {
   return out
 }
 
-/** Parses an image of {@link encodeSnapshot}; the tensors get their own arrays. Throws `CorruptCheckpointError`. */
-export function decodeSnapshot (bytes: Uint8Array): StateDict {
+/**
+ * Parses an image of {@link encodeSnapshot}. By default the tensors get their own arrays; with
+ * `copy: false` they are views of `bytes` (no copy; the caller must not reuse `bytes`), which needs
+ * `bytes` to start 4-byte aligned. Throws `CorruptCheckpointError`.
+ */
+export function decodeSnapshot (bytes: Uint8Array, options: { copy?: boolean } = {}): StateDict {
+  const copy = options.copy ?? true
+  if (!copy && bytes.byteOffset % 4 !== 0) throw new CorruptCheckpointError('Snapshot image is not 4-byte aligned: tensors cannot be views of it')
   if (bytes.byteLength < 16) throw new CorruptCheckpointError('Snapshot image is truncated')
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
   if (view.getUint32(0, true) !== MAGIC || view.getUint32(4, true) !== FORMAT) throw new CorruptCheckpointError('Not a snapshot image (bad magic or format)')
@@ -44,8 +50,13 @@ export function decodeSnapshot (bytes: Uint8Array): StateDict {
   const tensors: NamedTensor[] = header.tensors.map((t) => {
     const n = shapeSize(t.shape)
     if (off + n * 4 > bytes.byteLength) throw new CorruptCheckpointError(`Tensor "${t.name}" runs past the end of the snapshot`)
-    const data = new Float32Array(n)
-    new Uint8Array(data.buffer).set(bytes.subarray(off, off + n * 4))
+    let data: Float32Array
+    if (copy) {
+      data = new Float32Array(n)
+      new Uint8Array(data.buffer).set(bytes.subarray(off, off + n * 4))
+    } else {
+      data = new Float32Array(bytes.buffer, bytes.byteOffset + off, n)
+    }
     off += n * 4
     return { name: t.name, shape: t.shape, dtype: 'float32' as const, data }
   })
