@@ -21,7 +21,8 @@
 import { createMemoryNetwork, memoryTransport } from '@phalanx/transport/memory'
 import { charCorpus, createTransformerLm, deriveSeed, createRng, lmLoss, selectBackend, tensorFrom, tf, type SequenceBatch, type TransformerLmInit } from '@phalanx/tfjs'
 import type { StateDict } from '@phalanx/core'
-import { createLocalPipeline, type LocalPipeline, type LocalPipelineInit, type RecoveryStrategy, type AverageWeighting } from '@phalanx/pipeline'
+import { createStageRegistry } from '@phalanx/coordinator'
+import { createLocalPipeline, pipelineGraph, type LocalPipeline, type LocalPipelineInit, type RecoveryStrategy, type AverageWeighting } from '@phalanx/pipeline'
 import { writeEvalResult } from './report.js'
 
 function arg (name: string, fallback: string): string {
@@ -95,7 +96,8 @@ async function open (v: Variant, seed: number, startStep = 0): Promise<LocalPipe
       recovery: { strategy: v.strategy === 'none' ? 'checkfree' : v.strategy, weighting: v.weighting ?? 'gradNorm', lrScale: 1.1 }
     }
   }
-  return await createLocalPipeline(init, { transport: memoryTransport({ network: createMemoryNetwork() }), batches: batches(seed) })
+  const registry = createStageRegistry({ graph: pipelineGraph({ stages: STAGES, outOfOrder: v.outOfOrder }) })
+  return await createLocalPipeline(init, { transport: memoryTransport({ network: createMemoryNetwork() }), batches: batches(seed), registry })
 }
 
 async function statesOf (p: LocalPipeline): Promise<StateDict[]> {

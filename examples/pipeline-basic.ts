@@ -8,7 +8,8 @@
  */
 import { createMemoryNetwork, memoryTransport } from '@phalanx/transport/memory'
 import { charCorpus, selectBackend, type SequenceBatch } from '@phalanx/tfjs'
-import { createLocalPipeline } from '@phalanx/pipeline'
+import { createStageRegistry } from '@phalanx/coordinator'
+import { createLocalPipeline, pipelineGraph } from '@phalanx/pipeline'
 
 const steps = Number(process.argv[2] ?? 60)
 const backend = await selectBackend({ prefer: 'wasm' })
@@ -30,7 +31,12 @@ const pipeline = await createLocalPipeline({
   edgeReplicas: true,
   lr: 3e-3,
   controller: { recovery: { strategy: 'checkfree-plus', weighting: 'gradNorm', lrScale: 1.1 } }
-}, { transport: memoryTransport({ network: createMemoryNetwork() }), batches })
+}, {
+  transport: memoryTransport({ network: createMemoryNetwork() }),
+  batches,
+  // Stage membership and the stage graph live in the coordinator's stage registry.
+  registry: createStageRegistry({ graph: pipelineGraph({ stages: 4, outOfOrder: true }) })
+})
 
 pipeline.controller.on('stage-lost', (e) => { process.stdout.write(`  stage ${e.stage} lost (${e.peer}) during step ${e.step}\n`) })
 pipeline.controller.on('recovered', (e) => {

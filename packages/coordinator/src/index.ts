@@ -37,3 +37,4 @@ export {
   createEtcdElection, etcdClientOptions,
   type EtcdElection, type EtcdElectionComponents, type EtcdElectionInit, type EtcdOp, type LeaderInfo, type Leadership
 } from './leader.js'
+export { chainGraph, createStageRegistry, type StageRegistryComponents, type StageRegistryInit } from './stage-registry.js'

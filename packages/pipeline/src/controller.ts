@@ -1,7 +1,16 @@
 /**
- * The pipeline controller: keeps the stage registry (which endpoints serve which stage), drives
- * steps (`pp-step` to every replica, then `pp-commit`), detects lost stage replicas, recovers them
- * by policy and replays the interrupted step so that no micro-batch is lost.
+ * The pipeline controller: drives steps, detects lost stage replicas, recovers them by policy and
+ * replays the interrupted step so that no micro-batch is lost. Stage membership and the stage graph
+ * live in an injected {@link StageRegistry} (implemented by `@phalanx/coordinator`'s
+ * `createStageRegistry`); the controller records joins, losses and replacements there.
+ *
+ * A step: `pp-step` to every replica (forward and backward of its micro-batches), then the
+ * two-phase commit: `pp-prepare` to every replica (sum, all-reduce with its data-parallel replicas,
+ * clip; nothing applied), and once every replica is ready the controller decides to commit (event
+ * `committing`) and sends `pp-commit` (keep a pre-step copy, apply). If a member is lost while the
+ * commits are being applied, some stages applied the step and others did not: after the liveness
+ * probe every survivor gets `pp-revert`, those that applied restore their pre-step copy, and the
+ * step is replayed from its first micro-batch, so all stages always end at the same step.
  *
  * Failure handling: a step fails when any request of it rejects (a dead peer's pending requests
  * reject at once with `PeerUnreachableError` on both transports; a hang ends at `stepTimeoutMs`).
@@ -9,20 +18,19 @@
  * that answer are alive and drop the step; those that do not (within `probeTimeoutMs`) are lost.
  * Each lost replica is replaced by a fresh participant from `components.spawn`, which builds its
  * state as {@link planRecovery} says, and the step runs again from its first micro-batch with the
- * new membership. Nothing of a failed step was applied, so the replay is exact.
- *
- * The elastic coordinator of `@phalanx/coordinator` tracks data-parallel workers without stage
- * roles, so the pipeline keeps its own small stage registry here.
+ * new membership. Nothing of a failed step stays applied, so the replay is exact.
  *
  * @module
  */
+import { setMaxListeners } from 'node:events'
 import {
   InvalidParametersError, StepAbortedError, componentLogger, decodeTensors, raceSignal, systemClock, throwIfAborted,
-  type AbortOptions, type Clock, type Endpoint, type Logger, type NamedTensor, type Startable
+  type AbortOptions, type Clock, type Endpoint, type Logger, type NamedTensor, type StageRegistry, type Startable
 } from '@phalanx/core'
 import { deriveSeed } from '@phalanx/tfjs'
-import { PipelineMessage, commitReplySchema, getReplySchema, stepReplySchema, type Member } from './protocol.js'
+import { PipelineMessage, commitReplySchema, getReplySchema, prepareReplySchema, revertReplySchema, stepReplySchema, type Member } from './protocol.js'
 import { DEFAULT_RECOVERY_POLICY, planRecovery, type RecoveryPlan, type RecoveryPolicy } from './recovery.js'
+import { pipelineGraph } from './schedule.js'
 
 /** Tunables of {@link createPipelineController}. */
 export interface PipelineControllerInit {
@@ -58,6 +66,12 @@ export interface PipelineControllerComponents {
   endpoint: Endpoint
   /** Starts a replacement participant for `stage` (a fresh process, or a spare) and returns its id and address. */
   spawn: (stage: number, options: AbortOptions) => Promise<Member>
+  /**
+   * Stage membership and the stage graph (`createStageRegistry` of `@phalanx/coordinator`, created
+   * with {@link pipelineGraph} of the same `stages` / `outOfOrder`). Members already in it when the
+   * controller starts training are used as they are.
+   */
+  registry: StageRegistry
   /** @default systemClock() */
   clock?: Clock
   /** @default silent */
@@ -91,10 +105,26 @@ export interface RecoveryEvent {
   lossAfter: number
 }
 
+/** Every replica prepared step `step`: the controller is about to send the commits. */
+export interface CommittingEvent {
+  step: number
+  epoch: number
+}
+
+/** Stage replicas that had applied a step were rolled back because a member was lost during the commit. */
+export interface RevertedEvent {
+  step: number
+  /** Ids of the replicas that had applied the step and restored their pre-step copy. */
+  reverted: string[]
+}
+
 /** Events of a {@link PipelineController}. */
 export interface PipelineControllerEvents {
   'stage-lost': (event: StageLostEvent) => void
   recovered: (event: RecoveryEvent) => void
+  /** The commit decision of a step (the last moment before any stage applies it). */
+  committing: (event: CommittingEvent) => void
+  reverted: (event: RevertedEvent) => void
 }
 
 /** Result of one committed step. */
@@ -121,17 +151,21 @@ export interface PipelineMetrics {
   recoveriesByStrategy: Record<string, number>
   /** Micro-batches that were run again because their step failed. */
   microBatchesReplayed: number
+  /** Steps whose commit was interrupted by a loss after some replicas applied them. */
+  commitsInterrupted: number
+  /** Replica states rolled back to their pre-step copy. */
+  replicasReverted: number
   lastResumeMs: number | undefined
 }
 
 /** Drives a pipeline of stage workers. */
 export interface PipelineController extends Startable, AsyncDisposable {
-  /** Members by stage, in replica order (a copy). */
+  /** Members by stage, in replica order (a copy of the registry's view). */
   readonly members: Member[][]
   /** Committed steps (the next step to train). */
   readonly step: number
   readonly epoch: number
-  /** Registers a stage replica before the first step (or adds a data-parallel replica later). */
+  /** Registers a stage replica in the registry before the first step (or adds a data-parallel replica later). */
   join(stage: number, member: Member): void
   /** Trains one step, recovering lost stages and replaying the step as needed. */
   trainStep(options?: AbortOptions): Promise<StepReport>
@@ -156,12 +190,19 @@ export function createPipelineController (init: PipelineControllerInit, componen
   const seed = init.seed ?? 0
   const maxAttempts = init.maxAttempts ?? 2 * stages + 2
   const endpoint = components.endpoint
+  const registry = components.registry
   const clock = components.clock ?? systemClock()
   const log = componentLogger(components.logger, 'pipeline-controller')
-  const members: Member[][] = Array.from({ length: stages }, () => [])
+  if (registry.graph.stages !== stages) throw new InvalidParametersError(`The stage registry has ${registry.graph.stages} stages, the pipeline ${stages}`)
+  const known = new Set(registry.graph.routes.map((r) => r.join(',')))
+  for (const route of pipelineGraph({ stages, outOfOrder }).routes) {
+    if (!known.has(route.join(','))) throw new InvalidParametersError(`The stage registry's graph lacks the route ${route.join('→')}; create it with pipelineGraph()`)
+  }
   const gradNorms = new Array<number>(stages).fill(1)
-  const listeners: { [E in keyof PipelineControllerEvents]: Set<PipelineControllerEvents[E]> } = { 'stage-lost': new Set(), recovered: new Set() }
-  const metrics: PipelineMetrics = { stepsCommitted: 0, failedAttempts: 0, stagesLost: 0, recoveriesByStrategy: {}, microBatchesReplayed: 0, lastResumeMs: undefined }
+  const listeners: { [E in keyof PipelineControllerEvents]: Set<PipelineControllerEvents[E]> } = { 'stage-lost': new Set(), recovered: new Set(), committing: new Set(), reverted: new Set() }
+  const metrics: PipelineMetrics = {
+    stepsCommitted: 0, failedAttempts: 0, stagesLost: 0, recoveriesByStrategy: {}, microBatchesReplayed: 0, commitsInterrupted: 0, replicasReverted: 0, lastResumeMs: undefined
+  }
   let step = init.startStep ?? 0
   let epoch = endpoint.epoch
   let snapshot: Snapshot | undefined
@@ -175,10 +216,10 @@ export function createPipelineController (init: PipelineControllerInit, componen
     }
   }
 
-  const all = (): Array<{ stage: number, member: Member }> => members.flatMap((row, stage) => row.map((member) => ({ stage, member })))
+  const all = (): Array<{ stage: number, member: Member }> => registry.members().flatMap((row, stage) => row.map((member) => ({ stage, member })))
 
   const takeSnapshot = async (signal: AbortSignal): Promise<void> => {
-    const states = await Promise.all(members.map(async (row) => {
+    const states = await Promise.all(registry.members().map(async (row) => {
       const m = row[0] as Member
       const reply = await endpoint.request(m.id, { type: PipelineMessage.get, body: { part: 'full' } }, { signal, timeoutMs: requestTimeoutMs })
       const meta = getReplySchema.parse(reply.header.body)
@@ -187,7 +228,14 @@ export function createPipelineController (init: PipelineControllerInit, componen
     snapshot = { step, stages: states }
   }
 
+  const allowListeners = (signal: AbortSignal, members: number): void => { setMaxListeners(16 + 4 * members, signal) }
+
+  /** Where a step attempt is: a failure in `commit` may have left some stages one step ahead. */
+  let phase: 'compute' | 'prepare' | 'commit' = 'compute'
+
   const runAttempt = async (signal: AbortSignal): Promise<{ losses: number[], norms: number[] }> => {
+    const members = registry.members()
+    for (const { member } of all()) endpoint.connect(member.id, member.address)
     const body = { step, epoch, members }
     const ctrl = new AbortController()
     const both = AbortSignal.any([signal, ctrl.signal])
@@ -197,16 +245,59 @@ export function createPipelineController (init: PipelineControllerInit, componen
       try { return await p } catch (err) { ctrl.abort(err); throw err }
     }
     const losses = new Array<number>(microBatches).fill(Number.NaN)
-    const replies = await Promise.all(all().map(async ({ member }) => await guarded(
+    const everyone = all()
+    // One request per member is pending on these signals at once (each adds an abort listener).
+    allowListeners(both, everyone.length)
+    phase = 'compute'
+    const replies = await Promise.all(everyone.map(async ({ member }) => await guarded(
       endpoint.request(member.id, { type: PipelineMessage.step, step, body }, { signal: both, timeoutMs: stepTimeoutMs }))))
     for (const reply of replies) for (const [m, loss] of stepReplySchema.parse(reply.header.body).losses) losses[m] = loss
-    const commits = await Promise.all(all().map(async ({ stage, member }) => {
+    phase = 'prepare'
+    const prepared = await Promise.all(everyone.map(async ({ stage, member }) => {
+      const reply = await guarded(endpoint.request(member.id, { type: PipelineMessage.prepare, step, body: { step } }, { signal: both, timeoutMs: requestTimeoutMs }))
+      return { stage, ...prepareReplySchema.parse(reply.header.body) }
+    }))
+    // The decision: every replica holds its clipped gradient. From here a loss leaves stages apart
+    // until the appliers are reverted.
+    phase = 'commit'
+    emit('committing', { step, epoch })
+    throwIfAborted(both)
+    await Promise.all(everyone.map(async ({ member }) => {
       const reply = await guarded(endpoint.request(member.id, { type: PipelineMessage.commit, step, body: { step } }, { signal: both, timeoutMs: requestTimeoutMs }))
-      return { stage, ...commitReplySchema.parse(reply.header.body) }
+      const { committed } = commitReplySchema.parse(reply.header.body)
+      if (committed !== step + 1) throw new StepAbortedError(`${member.id} reports ${committed} committed steps after committing step ${step}`)
     }))
     const norms = new Array<number>(stages).fill(0)
-    for (const c of [...commits].reverse()) norms[c.stage] = c.clipped
+    for (const c of [...prepared].reverse()) norms[c.stage] = c.clipped
     return { losses, norms }
+  }
+
+  /**
+   * Brings every survivor back to `step` committed steps after a commit was interrupted. Returns
+   * the members that did not answer (lost as well).
+   */
+  const revertSurvivors = async (exclude: ReadonlySet<string>, signal: AbortSignal): Promise<Array<{ stage: number, member: Member }>> => {
+    const everyone = all().filter((x) => !exclude.has(x.member.id))
+    const results = await Promise.allSettled(everyone.map(async ({ member }) => {
+      const reply = await endpoint.request(member.id, { type: PipelineMessage.revert, body: { step } }, { signal, timeoutMs: probeTimeoutMs })
+      return revertReplySchema.parse(reply.header.body)
+    }))
+    const reverted: string[] = []
+    const lost: Array<{ stage: number, member: Member }> = []
+    results.forEach((r, i) => {
+      const x = everyone[i] as { stage: number, member: Member }
+      if (r.status === 'rejected') {
+        throwIfAborted(signal)
+        // A survivor that cannot go back to `step` is in an unknown state: replace it like a lost one.
+        log.warn({ err: r.reason, peer: x.member.id, step }, 'revert failed')
+        lost.push(x)
+      } else if (r.value.reverted) reverted.push(x.member.id)
+    })
+    metrics.commitsInterrupted++
+    metrics.replicasReverted += reverted.length
+    log.warn({ step, reverted }, 'commit interrupted: appliers reverted')
+    emit('reverted', { step, reverted })
+    return lost
   }
 
   /** Bumps the epoch, aborts the step everywhere, and returns the members that did not answer. */
@@ -223,13 +314,12 @@ export function createPipelineController (init: PipelineControllerInit, componen
   }
 
   const recover = async (stage: number, lost: Member, signal: AbortSignal): Promise<{ plan: RecoveryPlan, replacement: Member, rebuildMs: number }> => {
-    const row = members[stage] as Member[]
-    const plan = planRecovery({ stage, stages, survivors: row.length, gradNorms, outOfOrder, edgeReplicas, policy })
+    const plan = planRecovery({ stage, stages, survivors: registry.membersOf(stage).length, gradNorms, outOfOrder, edgeReplicas, policy })
     const replacement = await components.spawn(stage, { signal })
     endpoint.connect(replacement.id, replacement.address)
     const t0 = clock.now()
     if (plan.kind === 'rollback') {
-      row.push(replacement)
+      registry.join(stage, replacement)
       const snap = snapshot
       if (snap === undefined) throw new InvalidParametersError('rollback needs a snapshot (snapshotEvery > 0)')
       await Promise.all(all().map(async ({ stage: s, member }) => {
@@ -240,7 +330,7 @@ export function createPipelineController (init: PipelineControllerInit, componen
     } else {
       let kind = plan.kind
       const sources = plan.sources.flatMap((src) => {
-        const donor = members[src.stage]?.[0]
+        const donor = registry.membersOf(src.stage)[0]
         return donor === undefined ? [] : [{ member: donor, part: src.part, weight: src.weight }]
       })
       // A neighbour that is itself lost cannot donate: fall back to a fresh initialisation.
@@ -253,28 +343,27 @@ export function createPipelineController (init: PipelineControllerInit, componen
         step
       }
       await endpoint.request(replacement.id, { type: PipelineMessage.recover, body }, { signal, timeoutMs: requestTimeoutMs })
-      row.push(replacement)
+      registry.join(stage, replacement)
     }
     log.info({ stage, lost: lost.id, replacement: replacement.id, strategy: plan.kind }, 'stage recovered')
     return { plan, replacement, rebuildMs: clock.now() - t0 }
   }
 
   return {
-    get members () { return members.map((row) => row.map((m) => ({ ...m }))) },
+    get members () { return registry.members() },
     get step () { return step },
     get epoch () { return epoch },
     join (stage, member) {
-      const row = members[stage]
-      if (row === undefined) throw new InvalidParametersError(`stage ${stage} is not in [0, ${stages})`)
-      if (all().some((x) => x.member.id === member.id)) throw new InvalidParametersError(`${member.id} is already a member`)
+      registry.join(stage, member)
       endpoint.connect(member.id, member.address)
-      row.push({ ...member })
     },
     async trainStep (options = {}) {
       throwIfAborted(options.signal)
       if (stopped) throw new StepAbortedError('Controller stopped')
-      if (members.some((row) => row.length === 0)) throw new InvalidParametersError('Every stage needs a member before training')
+      const vacant = registry.vacant()
+      if (vacant.length > 0) throw new InvalidParametersError(`Stages ${vacant.join(', ')} have no member`)
       const signal = AbortSignal.any([lifetime.signal, ...(options.signal === undefined ? [] : [options.signal])])
+      allowListeners(signal, all().length)
       if (snapshotEvery > 0 && snapshot === undefined) await raceSignal(takeSnapshot(signal), signal)
       const pending: Array<{ stage: number, lost: string, detectedAt: number, plan: RecoveryPlan, replacement: Member, rebuildMs: number }> = []
       for (let attempt = 1; attempt <= maxAttempts; attempt++) {
@@ -297,21 +386,30 @@ export function createPipelineController (init: PipelineControllerInit, componen
           if (snapshotEvery > 0 && step % snapshotEvery === 0) await takeSnapshot(signal)
           return { step: committedStep, loss, losses, gradNorms: [...norms], attempts: attempt, recoveries: done }
         } catch (err) {
-          throwIfAborted(signal)
+          if (signal.aborted) {
+            // Cancelled while commits were being applied: still bring the survivors back to one
+            // step (best effort; a member that does not answer is found lost at the next step).
+            if (phase === 'commit' && !lifetime.signal.aborted) {
+              const lost = await probe(lifetime.signal)
+              await revertSurvivors(new Set(lost.map((x) => x.member.id)), lifetime.signal).catch((e: unknown) => { log.warn({ err: e }, 'revert after cancel failed') })
+            }
+            throwIfAborted(signal)
+          }
           metrics.failedAttempts++
           metrics.microBatchesReplayed += microBatches
           log.warn({ err, step, attempt }, 'step failed')
           const detectedAt = clock.now()
+          const interrupted = phase === 'commit'
           const lost = await probe(signal)
+          if (interrupted) lost.push(...await revertSurvivors(new Set(lost.map((x) => x.member.id)), signal))
           for (const { stage, member } of lost) {
-            const row = members[stage] as Member[]
-            row.splice(row.findIndex((m) => m.id === member.id), 1)
+            registry.leave(member.id, 'lost')
             endpoint.disconnect(member.id)
             metrics.stagesLost++
-            emit('stage-lost', { stage, peer: member.id, step, survivors: row.length })
+            emit('stage-lost', { stage, peer: member.id, step, survivors: registry.membersOf(stage).length })
           }
           // Stages that kept a replica first: their exact copies may then donate to neighbours.
-          const order = [...lost].sort((a, b) => (members[b.stage]?.length ?? 0) - (members[a.stage]?.length ?? 0) || a.stage - b.stage)
+          const order = [...lost].sort((a, b) => registry.membersOf(b.stage).length - registry.membersOf(a.stage).length || a.stage - b.stage)
           for (const { stage, member } of order) {
             const r = await recover(stage, member, signal)
             pending.push({ stage, lost: member.id, detectedAt, ...r })

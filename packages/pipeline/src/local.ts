@@ -6,7 +6,9 @@
  *
  * @module
  */
-import { InvalidParametersError, createEpochFence, throwIfAborted, type AbortOptions, type Clock, type Endpoint, type Logger, type Transport } from '@phalanx/core'
+import {
+  InvalidParametersError, createEpochFence, throwIfAborted, type AbortOptions, type Clock, type Endpoint, type Logger, type StageRegistry, type Transport
+} from '@phalanx/core'
 import type { SequenceBatch } from '@phalanx/tfjs'
 import { createPipelineController, type PipelineController, type PipelineControllerInit } from './controller.js'
 import type { Member } from './protocol.js'
@@ -27,6 +29,11 @@ export interface LocalPipelineComponents {
   transport: Transport
   /** The micro-batches of every step (same function for every stage). */
   batches: (step: number, microBatch: number) => SequenceBatch
+  /**
+   * Stage membership and graph, empty: `createStageRegistry({ graph: pipelineGraph({ stages, outOfOrder }) })`
+   * from `@phalanx/coordinator`.
+   */
+  registry: StageRegistry
   clock?: Clock
   logger?: Logger
 }
@@ -71,7 +78,7 @@ export async function createLocalPipeline (init: LocalPipelineInit, components: 
     microBatches: init.microBatches,
     outOfOrder: init.outOfOrder,
     edgeReplicas: init.edgeReplicas
-  }, { endpoint: controllerEndpoint, spawn, clock: components.clock, logger: components.logger })
+  }, { endpoint: controllerEndpoint, spawn, registry: components.registry, clock: components.clock, logger: components.logger })
   let stopped = false
   const stop = async (): Promise<void> => {
     if (stopped) return

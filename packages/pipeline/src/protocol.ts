@@ -10,15 +10,28 @@ import { z } from 'zod'
 export const PipelineMessage = {
   /** controller → stage (request): run your ops of one step; the reply carries the losses you computed. */
   step: 'pp-step',
-  /** controller → stage (request): all-reduce with your replicas, clip, apply the optimiser. */
+  /**
+   * controller → stage (request), phase 1 of the step commit: sum your gradients, all-reduce with
+   * your replicas and clip; keep the result ready and reply with the norms. Nothing is applied.
+   */
+  prepare: 'pp-prepare',
+  /**
+   * controller → stage (request), phase 2: every replica reported ready, the controller decided to
+   * commit: keep a pre-step copy of your state, then apply the prepared gradient.
+   */
   commit: 'pp-commit',
+  /**
+   * controller → stage (request): a member was lost while a commit was being applied; if you
+   * applied step `step`, restore your pre-step copy, so every stage is at `step` again.
+   */
+  revert: 'pp-revert',
   /** controller → stage: the epoch moved on; drop the running step. */
   abort: 'pp-abort',
   /** stage → stage: forward activation of one hop. */
   act: 'pp-act',
   /** stage → stage: gradient w.r.t. one hop's input. */
   grad: 'pp-grad',
-  /** replica → replica: this replica's gradient sum of a step. */
+  /** replica → replica: this replica's gradient sum of a step (or its weights, for replica averaging). */
   dpGrad: 'pp-dp-grad',
   /** edge stage → neighbour: a copy of the embedding (stage 0) or head (last stage). */
   edge: 'pp-edge',
@@ -51,10 +64,20 @@ export type StepBody = z.infer<typeof stepBodySchema>
 /** Reply to `pp-step`: `[microBatch, loss]` pairs for the micro-batches whose loss this executor computed. */
 export const stepReplySchema = z.object({ losses: z.array(z.tuple([count, z.number()])).max(65536) }).strict()
 
+/** Body of `pp-prepare`. */
+export const prepareBodySchema = z.object({ step: count }).strict()
+/** Reply to `pp-prepare`: the gradient norm before and after clipping. */
+export const prepareReplySchema = z.object({ norm: z.number(), clipped: z.number() }).strict()
+
 /** Body of `pp-commit`. */
 export const commitBodySchema = z.object({ step: count }).strict()
-/** Reply to `pp-commit`: the gradient norm before and after clipping. */
-export const commitReplySchema = z.object({ norm: z.number(), clipped: z.number() }).strict()
+/** Reply to `pp-commit`: the committed steps after applying. */
+export const commitReplySchema = z.object({ committed: count }).strict()
+
+/** Body of `pp-revert`. */
+export const revertBodySchema = z.object({ step: count }).strict()
+/** Reply to `pp-revert`: the committed steps now, and whether an applied step was undone. */
+export const revertReplySchema = z.object({ committed: count, reverted: z.boolean() }).strict()
 
 /** Body of `pp-abort`. */
 export const abortBodySchema = z.object({ epoch: count }).strict()
@@ -63,7 +86,12 @@ export const abortBodySchema = z.object({ epoch: count }).strict()
 export const hopBodySchema = z.object({ step: count, microBatch: count, hop: count }).strict()
 
 /** Body of `pp-dp-grad`. */
-export const dpGradBodySchema = z.object({ step: count, replica: count }).strict()
+export const dpGradBodySchema = z.object({
+  step: count,
+  replica: count,
+  /** `grad`: the replica's gradient sum (all-reduce); `weights`: its weights (periodic replica averaging). @default 'grad' */
+  kind: z.enum(['grad', 'weights']).optional()
+}).strict()
 
 /** Body of `pp-edge`. */
 export const edgeBodySchema = z.object({ step: count, part: z.enum(['embed', 'head']) }).strict()

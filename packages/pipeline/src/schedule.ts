@@ -17,7 +17,8 @@
  *
  * @module
  */
-import { InvalidParametersError } from '@phalanx/core'
+import { InvalidParametersError, type StageGraph } from '@phalanx/core'
+import { createRng, deriveSeed } from '@phalanx/tfjs'
 import type { Segment } from './model.js'
 
 /** The two schedules. */
@@ -44,8 +45,13 @@ export interface ScheduleInit {
   stages: number
   /** Micro-batches per step M. */
   microBatches: number
-  /** Replicas per stage (micro-batch m runs on replica `m mod replicas[s]`). @default one each */
+  /** Replicas per stage. @default one each */
   replicas?: readonly number[]
+  /**
+   * `owners[s][m]`: the replica of stage `s` that runs micro-batch `m` ({@link routeReplicas}).
+   * @default `m mod replicas[s]` (fixed routing)
+   */
+  owners?: ReadonlyArray<readonly number[]>
   /** CheckFree+ out-of-order execution of odd micro-batches (needs S ≥ 4). @default false */
   outOfOrder?: boolean
 }
@@ -78,10 +84,78 @@ export function routeOf (init: Pick<ScheduleInit, 'stages' | 'outOfOrder'>, micr
   return init.outOfOrder === true && microBatch % 2 === 1 ? swappedRoute(init.stages) : inOrderRoute(init.stages)
 }
 
-/** The replica of `stage` that runs micro-batch `microBatch`. */
+/** The replica of `stage` that runs micro-batch `microBatch` under fixed routing. */
 export function replicaOf (replicas: readonly number[] | undefined, stage: number, microBatch: number): number {
   const r = replicas?.[stage] ?? 1
   return microBatch % r
+}
+
+/**
+ * How micro-batches are spread over the data-parallel replicas of each stage:
+ * - `fixed`: micro-batch m runs on replica `m mod R_s` of every stage (replica r of every stage
+ *   sees the same micro-batches);
+ * - `random`: NoLoCo's random pipeline routing: every micro-batch's activations go to a random
+ *   replica of the next stage, drawn from a seeded permutation, so replicas of consecutive stages
+ *   are mixed every step and no replica trains on a fixed slice of the data.
+ */
+export type RoutingKind = 'fixed' | 'random'
+
+/** Inputs of {@link routeReplicas}. */
+export interface RoutingInit {
+  /** @default 'fixed' */
+  routing?: RoutingKind
+  /** Seeds random routing (every stage of a pipeline must use the same seed). @default 0 */
+  seed?: number
+  /** The step being routed. */
+  step: number
+  /** Replicas per stage. */
+  replicas: readonly number[]
+  /** Micro-batches per step. */
+  microBatches: number
+}
+
+/**
+ * `owners[s][m]`: the replica of stage `s` that runs micro-batch `m` in step `step`.
+ *
+ * Random routing: micro-batches are taken in waves of `R_s` consecutive indices; wave `w` of stage
+ * `s` is dealt to the replicas by a permutation drawn from `(seed, step, s, w)`. It is a pure
+ * function of its inputs, so every stage computes the same routing without talking to anyone
+ * (NoLoCo seeds its permutations the same way, by sample counter and stage boundary), and each
+ * wave gives every replica exactly one micro-batch: replicas of a stage run `⌊M/R⌋` or `⌈M/R⌉`
+ * micro-batches per step. Backward retraces the forward route, so gradients go back to the replica
+ * that sent the activation.
+ */
+export function routeReplicas (init: RoutingInit): number[][] {
+  const { step, replicas, microBatches } = init
+  const seed = init.seed ?? 0
+  if (!Number.isInteger(microBatches) || microBatches < 1) throw new InvalidParametersError(`microBatches must be a positive integer, got ${microBatches}`)
+  if (replicas.some((r) => !Number.isInteger(r) || r < 1)) throw new InvalidParametersError('Every stage needs at least one replica')
+  return replicas.map((r, s) => {
+    if (init.routing !== 'random' || r === 1) return Array.from({ length: microBatches }, (_, m) => m % r)
+    const owners = new Array<number>(microBatches)
+    for (let w = 0; w * r < microBatches; w++) {
+      const perm = Array.from({ length: r }, (_, i) => i)
+      const rng = createRng(deriveSeed(seed, 0x2077e, step, s, w))
+      for (let i = r - 1; i > 0; i--) {
+        const j = rng.int(i + 1)
+        const t = perm[i] as number
+        perm[i] = perm[j] as number
+        perm[j] = t
+      }
+      for (let k = 0; k < r && w * r + k < microBatches; k++) owners[w * r + k] = perm[k] as number
+    }
+    return owners
+  })
+}
+
+/**
+ * The stage graph of a pipeline: the in-order route, plus the swapped route when training out of
+ * order (what `@phalanx/coordinator`'s stage registry is created with).
+ */
+export function pipelineGraph (init: Pick<ScheduleInit, 'stages' | 'outOfOrder'>): StageGraph {
+  const routes = [inOrderRoute(init.stages).map((h) => h.stage)]
+  if (init.outOfOrder === true) routes.push(swappedRoute(init.stages).map((h) => h.stage))
+  return { stages: init.stages, routes }
 }
 
 /**
@@ -96,13 +170,18 @@ export function planSchedule (init: ScheduleInit): PipelineOp[][][] {
   if (!Number.isInteger(microBatches) || microBatches < 1) throw new InvalidParametersError(`microBatches must be a positive integer, got ${microBatches}`)
   const replicas = Array.from({ length: stages }, (_, s) => init.replicas?.[s] ?? 1)
   if (replicas.some((r) => !Number.isInteger(r) || r < 1)) throw new InvalidParametersError('Every stage needs at least one replica')
+  const owner = (s: number, m: number): number => {
+    const o = init.owners?.[s]?.[m] ?? replicaOf(replicas, s, m)
+    if (!Number.isInteger(o) || o < 0 || o >= (replicas[s] as number)) throw new InvalidParametersError(`Micro-batch ${m} routed to replica ${o} of stage ${s}, which has ${replicas[s]}`)
+    return o
+  }
   const routes = Array.from({ length: microBatches }, (_, m) => routeOf(init, m))
   const plan: PipelineOp[][][] = replicas.map((r) => Array.from({ length: r }, () => []))
   const fwd = routes.map((r) => new Array<boolean>(r.length).fill(false))
   const bwd = routes.map((r) => new Array<boolean>(r.length).fill(false))
   // Hops each executor owns, in (micro-batch, hop) order.
   const owned = replicas.map((r) => Array.from({ length: r }, () => [] as Array<{ m: number, h: number }>))
-  routes.forEach((route, m) => route.forEach((hop, h) => { owned[hop.stage]?.[replicaOf(replicas, hop.stage, m)]?.push({ m, h }) }))
+  routes.forEach((route, m) => route.forEach((hop, h) => { owned[hop.stage]?.[owner(hop.stage, m)]?.push({ m, h }) }))
   let remaining = routes.reduce((n, r) => n + 2 * r.length, 0)
   const limit = 4 * remaining + 16
   for (let tick = 0; remaining > 0; tick++) {

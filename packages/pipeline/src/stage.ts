@@ -5,6 +5,13 @@
  * replicas, clips and steps. It also serves its state to recovering peers and builds its own state
  * when it is a replacement.
  *
+ * The step commit is two-phase: `pp-prepare` sums, all-reduces and clips the gradient without
+ * touching the state; `pp-commit` (sent only once every replica of every stage prepared) keeps a
+ * pre-step copy of the weights and optimiser slots (tensor clones: reference counts, no copy) and
+ * applies. Should a member be lost while commits are being applied, `pp-revert` restores the
+ * pre-step copy, so all stages are at the same step again and the step can be replayed. The copy is
+ * dropped when the next step starts.
+ *
  * Backward recomputes the hop's forward pass from the stashed input (activation
  * re-materialisation, as in GPipe): tf.js cannot keep a gradient tape open across the await that
  * separates a forward from its backward.
@@ -15,13 +22,13 @@ import {
   InvalidParametersError, NotFoundError, StaleEpochError, StepAbortedError, componentLogger, decodeTensors, raceSignal, throwIfAborted,
   type AbortOptions, type Endpoint, type Envelope, type Logger, type NamedTensor, type StateDict, type Startable
 } from '@phalanx/core'
-import { extractState, loadState, tensorFrom, tf, type ModelParam, type SequenceBatch, type TransformerLmInit } from '@phalanx/tfjs'
+import { extractState, loadState, optimizerSlots, tensorFrom, tf, type ModelParam, type SequenceBatch, type TransformerLmInit } from '@phalanx/tfjs'
 import { createStageModel, lmCrossEntropy, type Segment, type StageModel } from './model.js'
 import {
   PipelineMessage, abortBodySchema, commitBodySchema, dpGradBodySchema, edgeBodySchema, getBodySchema, getReplySchema, hopBodySchema,
-  loadBodySchema, recoverBodySchema, stepBodySchema, type Member
+  loadBodySchema, prepareBodySchema, recoverBodySchema, revertBodySchema, stepBodySchema, type Member
 } from './protocol.js'
-import { planSchedule, replicaOf, routeOf, type Hop, type PipelineOp, type ScheduleKind } from './schedule.js'
+import { planSchedule, routeOf, routeReplicas, type Hop, type PipelineOp, type RoutingKind, type ScheduleKind } from './schedule.js'
 import { weightedAverage } from './recovery.js'
 
 /** Tunables of {@link createStageWorker}. Every stage of a pipeline must get the same values (except `stage`). */
@@ -46,6 +53,24 @@ export interface StageWorkerInit {
   maxGradNorm?: number
   /** Deadline of requests this worker makes (state fetches during recovery). @default 30000 */
   requestTimeoutMs?: number
+  /** How micro-batches are spread over the replicas of each stage ({@link routeReplicas}). @default 'fixed' */
+  routing?: RoutingKind
+  /** Seed of random routing. @default 0 */
+  routingSeed?: number
+  /**
+   * How data-parallel replicas of a stage combine gradients: `allreduce` sums them every step (the
+   * replicas stay bit-identical); `local` lets every replica step on the mean gradient of the
+   * micro-batches it ran (NoLoCo's inner loop: an outer optimiser such as `@phalanx/optim`'s
+   * brings replicas together every H steps through {@link StageWorker.state} / {@link StageWorker.load}).
+   * @default 'allreduce'
+   */
+  replicaSync?: 'allreduce' | 'local'
+  /**
+   * With `replicaSync: 'local'`: average the weights of the stage's replicas after every this many
+   * committed steps (local SGD within the stage; optimiser state stays per replica). 0: never.
+   * @default 0
+   */
+  averageEvery?: number
 }
 
 /** Collaborators of {@link createStageWorker}. */
@@ -56,6 +81,19 @@ export interface StageWorkerComponents {
   batches: (step: number, microBatch: number) => SequenceBatch
   /** @default silent */
   logger?: Logger
+}
+
+/** This replica applied step `step`, computed from the hops of `microBatches` it ran. */
+export interface AppliedEvent {
+  step: number
+  microBatches: number[]
+}
+
+/** Events of a {@link StageWorker}. */
+export interface StageWorkerEvents {
+  applied: (event: AppliedEvent) => void
+  /** An applied step was undone (`pp-revert`): the replica is back at `step` committed steps. */
+  reverted: (event: { step: number }) => void
 }
 
 /** One replica of one stage. */
@@ -70,14 +108,16 @@ export interface StageWorker extends Startable, AsyncDisposable {
   /** The stage model (its variables are the worker's state). */
   readonly model: StageModel
   /**
-   * The gradient of the last committed step before clipping (after the data-parallel all-reduce),
-   * flat in `model.params` order; undefined before the first commit.
+   * The gradient of the last prepared step before clipping (after the data-parallel all-reduce),
+   * flat in `model.params` order; undefined before the first prepare.
    */
   lastGradient(): Float32Array | undefined
   /** Weights and optimiser slots, with `meta.step` = committed steps and `meta.lrScale`. */
   state(options?: AbortOptions): Promise<StateDict>
   /** Loads what {@link state} returned (weights, optimiser, committed step, lr scale). */
   load(state: StateDict): void
+  /** Subscribes to an event; returns the unsubscribe function. */
+  on<E extends keyof StageWorkerEvents>(event: E, listener: StageWorkerEvents[E]): () => void
 }
 
 interface Run {
@@ -85,10 +125,24 @@ interface Run {
   step: number
   ctrl: AbortController
   done: boolean
+  /** `owners[s][m]`: the replica of stage s that runs micro-batch m in this step. */
+  owners: number[][]
   stash: Map<string, { data: Float32Array | Int32Array, shape: number[] }>
   slots: Map<string, Float32Array>
   losses: Array<[number, number]>
+  /** The clipped gradient, once prepared. */
+  prepared?: Float32Array
 }
+
+/** The state before the last applied step: clones share the buffers the optimiser replaced. */
+interface PreStep {
+  step: number
+  vars: tf.Tensor[]
+  /** Per optimiser slot: a clone, a JS scalar (iteration counter), or undefined (slot not created yet). */
+  slots: Array<tf.Tensor | number | undefined>
+}
+
+interface EdgeCopy { step: number, tensors: NamedTensor[] }
 
 interface Waiter { resolve: (t: NamedTensor) => void }
 
@@ -101,6 +155,10 @@ export function createStageWorker (init: StageWorkerInit, components: StageWorke
   const lr = init.lr ?? 1e-3
   const maxGradNorm = init.maxGradNorm ?? 1
   const requestTimeoutMs = init.requestTimeoutMs ?? 30_000
+  const routing = init.routing ?? 'fixed'
+  const routingSeed = init.routingSeed ?? 0
+  const replicaSync = init.replicaSync ?? 'allreduce'
+  const averageEvery = init.averageEvery ?? 0
   const endpoint = components.endpoint
   const log = componentLogger(components.logger, 'pipeline-stage')
   const model = createStageModel({ lm: init.lm, stages, stage })
@@ -116,22 +174,61 @@ export function createStageWorker (init: StageWorkerInit, components: StageWorke
   let members: Member[][] = []
   let run: Run | undefined
   let lastGrad: Float32Array | undefined
+  let pre: PreStep | undefined
   let started = false
   let stopped = false
   const inbox = new Map<string, NamedTensor>()
   const waiters = new Map<string, Waiter>()
-  const edges = new Map<'embed' | 'head', NamedTensor[]>()
+  const edges = new Map<'embed' | 'head', EdgeCopy>()
+  const previousEdges = new Map<'embed' | 'head', EdgeCopy>()
   const unregister: Array<() => void> = []
   const plans = new Map<string, PipelineOp[][][]>()
+  const listeners: { [E in keyof StageWorkerEvents]: Set<StageWorkerEvents[E]> } = { applied: new Set(), reverted: new Set() }
 
-  const planFor = (replicas: number[]): PipelineOp[][][] => {
-    const key = replicas.join(',')
+  const emit = <E extends keyof StageWorkerEvents>(event: E, payload: Parameters<StageWorkerEvents[E]>[0]): void => {
+    for (const l of listeners[event]) {
+      try { (l as (p: typeof payload) => void)(payload) } catch (err) { log.warn({ err, event }, 'listener failed') }
+    }
+  }
+
+  const planFor = (replicas: number[], owners: number[][]): PipelineOp[][][] => {
+    const key = `${replicas.join(',')}|${owners.map((o) => o.join(',')).join(';')}`
     let plan = plans.get(key)
     if (plan === undefined) {
-      plan = planSchedule({ kind, stages, microBatches, replicas, outOfOrder })
+      // Random routing makes many distinct assignments: bound the cache.
+      if (plans.size >= 64) plans.clear()
+      plan = planSchedule({ kind, stages, microBatches, replicas, owners, outOfOrder })
       plans.set(key, plan)
     }
     return plan
+  }
+
+  const dropPre = (): void => {
+    if (pre === undefined) return
+    for (const t of pre.vars) t.dispose()
+    for (const t of pre.slots) if (typeof t === 'object') t.dispose()
+    pre = undefined
+  }
+
+  const keepPre = (step: number): void => {
+    dropPre()
+    const slots = optimizerSlots(optimizer, model.params).map((s) => {
+      const t = s.tensor()
+      return t === undefined ? s.scalar() : tf.clone(t)
+    })
+    pre = { step, vars: model.params.map((p) => tf.clone(p.variable)), slots }
+  }
+
+  const restorePre = async (p: PreStep): Promise<void> => {
+    model.params.forEach((q, i) => { q.variable.assign(p.vars[i] as tf.Tensor) })
+    const slots = optimizerSlots(optimizer, model.params)
+    for (let i = 0; i < slots.length; i++) {
+      const slot = slots[i] as (typeof slots)[number]
+      const v = p.slots[i]
+      if (typeof v === 'number') slot.write(Float32Array.of(v))
+      else if (v === undefined) slot.write(new Float32Array(slot.shape.reduce((a, b) => a * b, 1)).fill(slot.initial))
+      else slot.write(await readFloat(v))
+    }
   }
 
   const deliver = (key: string, tensor: NamedTensor): void => {
@@ -165,9 +262,8 @@ export function createStageWorker (init: StageWorkerInit, components: StageWorke
     for (const row of list) for (const m of row) if (m.id !== endpoint.id) endpoint.connect(m.id, m.address)
   }
 
-  const memberAt = (s: number, microBatch: number): Member => {
-    const row = members[s]
-    const m = row?.[replicaOf(members.map((r) => r.length), s, microBatch)]
+  const memberAt = (r: Run, s: number, microBatch: number): Member => {
+    const m = members[s]?.[r.owners[s]?.[microBatch] ?? -1]
     if (m === undefined) throw new InvalidParametersError(`No member for stage ${s}`)
     return m
   }
@@ -207,7 +303,7 @@ export function createStageWorker (init: StageWorkerInit, components: StageWorke
         } else {
           const data = await readFloat(y)
           throwIfAborted(signal)
-          const to = memberAt((route[op.hop + 1] as Hop).stage, op.microBatch)
+          const to = memberAt(r, (route[op.hop + 1] as Hop).stage, op.microBatch)
           await endpoint.send(to.id, {
             type: PipelineMessage.act, epoch: r.epoch, step: r.step,
             body: { step: r.step, microBatch: op.microBatch, hop: op.hop + 1 }, tensors: [tensor('x', y.shape, data)]
@@ -256,7 +352,7 @@ export function createStageWorker (init: StageWorkerInit, components: StageWorke
         if (gx === undefined) throw new InvalidParametersError('No gradient reached the stage input')
         const data = await readFloat(gx)
         throwIfAborted(signal)
-        const to = memberAt((route[op.hop - 1] as Hop).stage, op.microBatch)
+        const to = memberAt(r, (route[op.hop - 1] as Hop).stage, op.microBatch)
         await endpoint.send(to.id, {
           type: PipelineMessage.grad, epoch: r.epoch, step: r.step,
           body: { step: r.step, microBatch: op.microBatch, hop: op.hop - 1 }, tensors: [tensor('dx', gx.shape, data)]
@@ -279,9 +375,13 @@ export function createStageWorker (init: StageWorkerInit, components: StageWorke
     if (replica < 0) throw new InvalidParametersError(`${endpoint.id} is not a member of stage ${stage}`)
     if (members.length !== stages) throw new InvalidParametersError(`Expected ${stages} stages, got ${members.length}`)
     run?.ctrl.abort(new StepAbortedError('Superseded by a new step'))
-    const r: Run = { epoch: body.epoch, step: body.step, ctrl: new AbortController(), done: false, stash: new Map(), slots: new Map(), losses: [] }
+    // Every stage committed the pre-step copy's step once the controller starts a later one.
+    if (pre !== undefined && body.step > pre.step) dropPre()
+    const replicas = members.map((row) => row.length)
+    const owners = routeReplicas({ routing, seed: routingSeed, step: body.step, replicas, microBatches })
+    const r: Run = { epoch: body.epoch, step: body.step, ctrl: new AbortController(), done: false, owners, stash: new Map(), slots: new Map(), losses: [] }
     run = r
-    const ops = planFor(members.map((row) => row.length))[stage]?.[replica] ?? []
+    const ops = planFor(replicas, owners)[stage]?.[replica] ?? []
     const signal = AbortSignal.any([options.signal, r.ctrl.signal])
     const routes = new Map<number, Hop[]>()
     for (const op of ops) {
@@ -305,9 +405,9 @@ export function createStageWorker (init: StageWorkerInit, components: StageWorke
     })
   }
 
-  const onCommit = async (env: Envelope, options: Required<AbortOptions>): Promise<{ type: string, body: unknown }> => {
-    const { step } = commitBodySchema.parse(env.header.body)
-    if (env.header.epoch > epoch) throw new StaleEpochError(`Commit of epoch ${env.header.epoch} for a step run in epoch ${epoch}`)
+  const onPrepare = async (env: Envelope, options: Required<AbortOptions>): Promise<{ type: string, body: unknown }> => {
+    const { step } = prepareBodySchema.parse(env.header.body)
+    if (env.header.epoch > epoch) throw new StaleEpochError(`Prepare of epoch ${env.header.epoch} for a step run in epoch ${epoch}`)
     const r = run
     if (r === undefined || r.step !== step || !r.done) throw new StepAbortedError(`Step ${step} did not complete on ${endpoint.id}`)
     const signal = AbortSignal.any([options.signal, r.ctrl.signal])
@@ -321,30 +421,64 @@ export function createStageWorker (init: StageWorkerInit, components: StageWorke
     for (const k of keys) { const s = r.slots.get(k) as Float32Array; for (let i = 0; i < total; i++) acc[i] = (acc[i] as number) + (s[i] as number) }
     const partial = Float32Array.from(acc)
     const replicas = members[stage] ?? []
-    let grad = partial
-    if (replicas.length > 1) {
-      const me = replicas.findIndex((m) => m.id === endpoint.id)
-      await Promise.all(replicas.map(async (m, i) => {
-        if (i === me) return
-        await endpoint.send(m.id, { type: PipelineMessage.dpGrad, epoch: r.epoch, step, body: { step, replica: me }, tensors: [tensor('g', [total], partial)] }, { signal })
-      }))
-      const parts = await Promise.all(replicas.map(async (_m, i) => i === me ? partial : (await take(`${r.epoch}:dp:${step}:${i}`, signal)).data))
-      const sum = new Float64Array(total)
-      for (const p of parts) for (let i = 0; i < total; i++) sum[i] = (sum[i] as number) + (p[i] as number)
-      grad = Float32Array.from(sum)
+    let grad: Float32Array = partial
+    if (replicas.length > 1 && replicaSync === 'allreduce') {
+      grad = await replicaSum(r, 'grad', partial, signal)
+    } else if (replicas.length > 1) {
+      // Each micro-batch's loss was divided by M: rescale to the mean over this replica's own micro-batches.
+      const mine = new Set(keys.map((k) => k.split(':')[0])).size
+      const scale = mine > 0 ? microBatches / mine : 1
+      for (let i = 0; i < total; i++) grad[i] = (grad[i] as number) * scale
     }
     lastGrad = grad.slice()
     let sq = 0
     for (let i = 0; i < total; i++) sq += (grad[i] as number) * (grad[i] as number)
     const norm = Math.sqrt(sq)
     const scale = norm > maxGradNorm ? maxGradNorm / norm : 1
+    if (scale !== 1) for (let i = 0; i < total; i++) grad[i] = (grad[i] as number) * scale
     throwIfAborted(signal)
+    r.prepared = grad
+    return { type: 'pp-prepare-ok', body: { norm, clipped: norm * scale } }
+  }
+
+  /** Sums `data` over the stage's replicas in replica order (float64), so every replica gets the same bits. */
+  const replicaSum = async (r: Run, kind: 'grad' | 'weights', data: Float32Array, signal: AbortSignal): Promise<Float32Array> => {
+    const replicas = members[stage] ?? []
+    const me = replicas.findIndex((m) => m.id === endpoint.id)
+    await Promise.all(replicas.map(async (m, i) => {
+      if (i === me) return
+      await endpoint.send(m.id, { type: PipelineMessage.dpGrad, epoch: r.epoch, step: r.step, body: { step: r.step, replica: me, kind }, tensors: [tensor('g', [total], data)] }, { signal })
+    }))
+    const parts = await Promise.all(replicas.map(async (_m, i) => i === me ? data : (await take(`${r.epoch}:dp-${kind}:${r.step}:${i}`, signal)).data))
+    const sum = new Float64Array(total)
+    for (const p of parts) for (let i = 0; i < total; i++) sum[i] = (sum[i] as number) + (p[i] as number)
+    return Float32Array.from(sum)
+  }
+
+  const averageReplicas = async (r: Run, signal: AbortSignal): Promise<void> => {
+    const flat = new Float32Array(total)
+    const values = await flatOf(model.params)
+    model.params.forEach((p, i) => { flat.set(values[i] as Float32Array, offsets.get(p.variable.name) ?? 0) })
+    const sum = await replicaSum(r, 'weights', flat, signal)
+    const n = (members[stage] ?? []).length
+    for (let i = 0; i < total; i++) sum[i] = (sum[i] as number) / n
+    assign(model.params, model.params.map((p) => {
+      const off = offsets.get(p.variable.name) ?? 0
+      return sum.subarray(off, off + p.variable.size)
+    }))
+  }
+
+  const onCommit = async (env: Envelope, options: Required<AbortOptions>): Promise<{ type: string, body: unknown }> => {
+    const { step } = commitBodySchema.parse(env.header.body)
+    if (env.header.epoch > epoch) throw new StaleEpochError(`Commit of epoch ${env.header.epoch} for a step run in epoch ${epoch}`)
+    const r = run
+    if (r === undefined || r.step !== step || r.prepared === undefined) throw new StepAbortedError(`Step ${step} was not prepared on ${endpoint.id}`)
+    const grad = r.prepared
+    keepPre(step)
     const map: tf.NamedTensorMap = {}
     for (const p of model.params) {
       const off = offsets.get(p.variable.name) ?? 0
-      const g = grad.slice(off, off + p.variable.size)
-      if (scale !== 1) for (let i = 0; i < g.length; i++) g[i] = (g[i] as number) * scale
-      map[p.variable.name] = tensorFrom(g, p.variable.shape)
+      map[p.variable.name] = tensorFrom(grad.slice(off, off + p.variable.size), p.variable.shape)
     }
     try {
       optimizer.applyGradients(map)
@@ -352,9 +486,39 @@ export function createStageWorker (init: StageWorkerInit, components: StageWorke
       for (const t of Object.values(map)) t.dispose()
     }
     committed = step + 1
+    const signal = AbortSignal.any([options.signal, r.ctrl.signal])
+    // An abort here leaves the step applied but not averaged: the controller reverts it (pre-step copy).
+    if (replicaSync === 'local' && averageEvery > 0 && committed % averageEvery === 0 && (members[stage]?.length ?? 1) > 1) await averageReplicas(r, signal)
     run = undefined
+    emit('applied', { step, microBatches: [...new Set([...r.slots.keys()].map((k) => Number(k.split(':')[0])))].sort((a, b) => a - b) })
     if (edgeReplicas) await pushEdges(step, signal)
-    return { type: 'pp-commit-ok', body: { norm, clipped: norm * scale } }
+    return { type: 'pp-commit-ok', body: { committed } }
+  }
+
+  const onRevert = async (env: Envelope): Promise<{ type: string, body: unknown }> => {
+    const { step } = revertBodySchema.parse(env.header.body)
+    advanceEpoch(env.header.epoch)
+    run?.ctrl.abort(new StepAbortedError('Reverting'))
+    run = undefined
+    // Edge copies pushed by a neighbour that applied `step` go back with it.
+    for (const part of ['embed', 'head'] as const) {
+      if ((edges.get(part)?.step ?? -1) < step) continue
+      const prev = previousEdges.get(part)
+      if (prev !== undefined && prev.step < step) edges.set(part, prev)
+      else edges.delete(part)
+      previousEdges.delete(part)
+    }
+    if (committed === step) return { type: 'pp-revert-ok', body: { committed, reverted: false } }
+    const p = pre
+    if (committed !== step + 1 || p === undefined || p.step !== step) {
+      throw new InvalidParametersError(`${endpoint.id} is at ${committed} committed steps and cannot go back to ${step}`)
+    }
+    await restorePre(p)
+    dropPre()
+    committed = step
+    log.info({ stage, step }, 'applied step reverted')
+    emit('reverted', { step })
+    return { type: 'pp-revert-ok', body: { committed, reverted: true } }
   }
 
   const pushEdges = async (step: number, signal: AbortSignal): Promise<void> => {
@@ -384,7 +548,7 @@ export function createStageWorker (init: StageWorkerInit, components: StageWorke
     if (part === 'embed-copy' || part === 'head-copy') {
       const stored = edges.get(part === 'embed-copy' ? 'embed' : 'head')
       if (stored === undefined) throw new NotFoundError(`Stage ${stage} holds no ${part}`)
-      return { type: 'pp-get-ok', body, tensors: stored }
+      return { type: 'pp-get-ok', body, tensors: stored.tensors }
     }
     const params = model.groups.blocks
     const values = await flatOf(params)
@@ -431,6 +595,7 @@ export function createStageWorker (init: StageWorkerInit, components: StageWorke
     const started = performance.now()
     run?.ctrl.abort(new StepAbortedError('Recovering'))
     run = undefined
+    dropPre()
     const signal = options.signal
     if (body.kind === 'replica-copy') {
       const src = body.sources[0]
@@ -477,6 +642,7 @@ export function createStageWorker (init: StageWorkerInit, components: StageWorke
     advanceEpoch(env.header.epoch)
     run?.ctrl.abort(new StepAbortedError('Loading a snapshot'))
     run = undefined
+    dropPre()
     freshOptimizer(body.lrScale)
     loadState(model, optimizer, { tensors: decodeTensors(env) })
     committed = body.step
@@ -498,6 +664,11 @@ export function createStageWorker (init: StageWorkerInit, components: StageWorke
     get lrScale () { return lrScale },
     model,
     lastGradient: () => lastGrad?.slice(),
+    on (event, listener) {
+      const set = listeners[event] as Set<typeof listener>
+      set.add(listener)
+      return () => { set.delete(listener) }
+    },
     async state (options = {}) {
       throwIfAborted(options.signal)
       const s = await extractState(model, optimizer)
@@ -506,6 +677,7 @@ export function createStageWorker (init: StageWorkerInit, components: StageWorke
     load (state) {
       run?.ctrl.abort(new StepAbortedError('Loading a state'))
       run = undefined
+      dropPre()
       const scale = typeof state.meta.lrScale === 'number' ? state.meta.lrScale : 1
       freshOptimizer(scale)
       loadState(model, optimizer, state)
@@ -516,7 +688,9 @@ export function createStageWorker (init: StageWorkerInit, components: StageWorke
       started = true
       unregister.push(
         endpoint.handle(PipelineMessage.step, onStep),
+        endpoint.handle(PipelineMessage.prepare, onPrepare),
         endpoint.handle(PipelineMessage.commit, onCommit),
+        endpoint.handle(PipelineMessage.revert, onRevert),
         endpoint.handle(PipelineMessage.abort, (env) => {
           advanceEpoch(abortBodySchema.parse(env.header.body).epoch)
           return { type: 'pp-abort-ok', body: { epoch } }
@@ -527,11 +701,14 @@ export function createStageWorker (init: StageWorkerInit, components: StageWorke
           const body = dpGradBodySchema.parse(env.header.body)
           const [t] = decodeTensors(env)
           if (t === undefined || env.header.epoch < epoch) return
-          deliver(`${env.header.epoch}:dp:${body.step}:${body.replica}`, t)
+          deliver(`${env.header.epoch}:dp-${body.kind ?? 'grad'}:${body.step}:${body.replica}`, t)
         }),
         endpoint.handle(PipelineMessage.edge, (env) => {
           const body = edgeBodySchema.parse(env.header.body)
-          edges.set(body.part, decodeTensors(env).map((t) => ({ ...t, data: t.data.slice() })))
+          if (env.header.epoch < epoch) return
+          const current = edges.get(body.part)
+          if (current !== undefined && current.step < body.step) previousEdges.set(body.part, current)
+          edges.set(body.part, { step: body.step, tensors: decodeTensors(env).map((t) => ({ ...t, data: t.data.slice() })) })
         }),
         endpoint.handle(PipelineMessage.get, onGet),
         endpoint.handle(PipelineMessage.recover, onRecover),
@@ -544,6 +721,8 @@ export function createStageWorker (init: StageWorkerInit, components: StageWorke
       for (const u of unregister.splice(0)) u()
       run?.ctrl.abort(new StepAbortedError('Stage worker stopped'))
       run = undefined
+      dropPre()
+      for (const set of Object.values(listeners)) set.clear()
       inbox.clear()
       waiters.clear()
       optimizer.dispose()

@@ -11,7 +11,8 @@ import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createEpochFence, stateDictsBitEqual, type Endpoint } from '@phalanx/core'
 import { zmqTransport } from '@phalanx/transport/zmq'
-import { createPipelineController, PipelineMessage, type Member, type PipelineController, type RecoveryEvent } from '@phalanx/pipeline'
+import { createStageRegistry } from '@phalanx/coordinator'
+import { createPipelineController, pipelineGraph, PipelineMessage, type Member, type PipelineController, type RecoveryEvent } from '@phalanx/pipeline'
 import { decodeTensors } from '@phalanx/core'
 
 const FIXTURE = join(dirname(fileURLToPath(import.meta.url)), 'fixtures', 'stage-process.ts')
@@ -58,6 +59,7 @@ beforeAll(async () => {
   endpoint = await zmqTransport().open({ id: 'controller', job: 'pipeline-e2e', listen: 'tcp://127.0.0.1:0', fence: createEpochFence(), requestTimeoutMs: 20_000 })
   controller = createPipelineController({ stages: S, microBatches: base.microBatches, outOfOrder: true, edgeReplicas: true, recovery: { strategy: 'checkfree-plus' }, probeTimeoutMs: 3_000, stepTimeoutMs: 30_000 }, {
     endpoint,
+    registry: createStageRegistry({ graph: pipelineGraph({ stages: S, outOfOrder: true }) }),
     spawn: async (stage) => {
       const next = spares.get(stage)?.shift()
       if (next === undefined) throw new Error(`no spare for stage ${stage}`)

@@ -2,7 +2,8 @@ import { afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { stateDictsBitEqual } from '@phalanx/core'
 import { createMemoryNetwork, memoryTransport } from '@phalanx/transport/memory'
 import { charCorpus, computeGradients, createTransformerLm, lmLoss, selectBackend, type CharCorpus, type SequenceBatch } from '@phalanx/tfjs'
-import { createLocalPipeline, type LocalPipeline, type LocalPipelineInit } from '@phalanx/pipeline'
+import { createStageRegistry } from '@phalanx/coordinator'
+import { createLocalPipeline, pipelineGraph, type LocalPipeline, type LocalPipelineInit } from '@phalanx/pipeline'
 
 const TEXT = 'the quick brown fox jumps over the lazy dog; pack my box with five dozen liquor jugs. '.repeat(12)
 const M = 4
@@ -20,7 +21,7 @@ const lmInit = () => ({ vocab: corpus.vocab.length, dModel: 16, heads: 2, layers
 
 async function pipeline (init: Partial<LocalPipelineInit> & { stages: number }, onBatch?: (step: number, mb: number) => void): Promise<LocalPipeline> {
   const p = await createLocalPipeline({ lm: { ...lmInit(), layers: init.stages === 6 ? 6 : 4 }, microBatches: M, lr: 1e-2, ...init },
-    { transport: memoryTransport({ network: createMemoryNetwork() }), batches: batchesOf(onBatch) })
+    { transport: memoryTransport({ network: createMemoryNetwork() }), batches: batchesOf(onBatch), registry: createStageRegistry({ graph: pipelineGraph(init) }) })
   started.push(p)
   return p
 }
