@@ -1,119 +1,137 @@
 /**
- * `npm run eval -- lowcomm [--steps 400] [--seeds 1]`: data parallel every step vs DiLoCo vs NoLoCo vs
- * gossip vs local-only training of N = 8 replicas on non-IID shards of a character corpus.
+ * `npm run eval -- lowcomm [--steps 100] [--batch 8] [--seq 32] [--lr 0.003] [--latency 50] [--mbit 100] [--methods dp,diloco,...]`
  *
- * Model: a character-level MLP LM in plain Float32Array math (eval/lowcomm-model.ts), because the
- * TF.js transformer LM of @phalanx/tfjs was not available when this evaluation was written; the
- * corpus is packages/tfjs/data/licenses.txt (14 licence texts), split 90/10, the training part cut
- * into 8 contiguous shards (each replica sees different licences: non-IID).
+ * Data parallel every step vs DiLoCo vs NoLoCo vs gossip vs local-only training of N = 8 replicas
+ * of the @phalanx/tfjs transformer LM (2 layers, d 64, 4 heads) on non-IID shards of the character
+ * corpus (packages/tfjs/data/licenses.txt: the training split cut into 8 contiguous pieces, so each
+ * replica reads different licences), wasm backend with the fast matmul.
  *
- * The outer optimisers are the real @phalanx/optim ones: pairs exchange over the in-memory
- * transport, DiLoCo uses an in-process all-reduce. Wall-clock is *simulated*: every replica's
- * compute per inner step is the median measured step time, and every synchronisation costs
- * `rounds × latency + bytes / bandwidth` (50 ms, 100 Mbit/s), rounds and bytes as counted by the
- * optimiser (a ring all-reduce for the all-replica methods: 2(N−1) rounds).
+ * Every replica has its own endpoint on one in-memory network wrapped by the chaos network
+ * decorator, which delays every message by the link latency and caps every link's bandwidth
+ * (token bucket): pairs (NoLoCo, gossip) exchange through @phalanx/optim's pair exchange, DiLoCo
+ * and DP through @phalanx/optim's ring all-reduce (2(N−1) sequential rounds), all over those links.
+ *
+ * Wall-clock: the replicas share one process and one CPU here, so their inner steps run one after
+ * another; each is timed, and a step costs the slowest replica's time (as if they ran in parallel).
+ * Each synchronisation is timed as it runs — all 8 replicas concurrently over the delayed links — so
+ * the communication part of the wall-clock is measured, not computed from a latency model.
  */
-import { readFileSync } from 'node:fs'
-import { dirname, join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { mulberry32, type Endpoint } from '@phalanx/core'
-import { createOuterOptimizer, meanInto, ringAllReduceCost, type AllReduce, type OuterOptimizer, type OuterSpecInput } from '@phalanx/optim'
+import { chaosTransport } from '@phalanx/chaos'
+import {
+  createOuterOptimizer, createRingAllReduce, meanInto,
+  type OuterOptimizer, type OuterSpecInput, type RingAllReduce
+} from '@phalanx/optim'
+import {
+  applyGradients, charCorpus, computeGradients, createTransformerLm, lmLoss, selectBackend, tensorFrom, tf,
+  type SequenceBatch, type TransformerLm
+} from '@phalanx/tfjs'
 import { createMemoryNetwork, memoryTransport } from '@phalanx/transport/memory'
 import { writeEvalResult } from './report.js'
-import { createAdam, initParams, layoutOf, lossAndGrad, workspace, type MlpShape } from './lowcomm-model.js'
 
-const root = join(dirname(fileURLToPath(import.meta.url)), '..')
-
-function arg (name: string, fallback: number): number {
+function arg (name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`)
-  const v = i >= 0 ? Number(process.argv[i + 1]) : fallback
+  return i >= 0 ? String(process.argv[i + 1]) : fallback
+}
+function num (name: string, fallback: number): number {
+  const v = Number(arg(name, String(fallback)))
   if (!Number.isFinite(v) || v <= 0) throw new Error(`--${name} must be a positive number`)
   return v
 }
 
 const N = 8
-const STEPS = arg('steps', 800)
-const SEEDS = arg('seeds', 1)
-const BATCH = 32
-const LR = arg('lr', 1e-2)
-const LATENCY_MS = 50
-const BANDWIDTH_BYTES_PER_S = 100e6 / 8
-const VAL_TOKENS = 8192
+const STEPS = num('steps', 100)
+const BATCH = num('batch', 8)
+const SEQ = num('seq', 32)
+const LR = num('lr', 3e-3)
+const CLIP = 1
+const LATENCY_MS = num('latency', 50)
+const MBIT = num('mbit', 100)
+const BANDWIDTH = MBIT * 1e6 / 8
+const VAL_SEQS = 256
+const SEED = 1
+const MODEL = { dModel: 64, heads: 4, layers: 2 }
 
-function progress (message: string): void {
-  process.stderr.write(`[lowcomm] ${message}\n`)
-}
+const progress = (message: string): void => { process.stderr.write(`[lowcomm] ${message}\n`) }
 
-// ---- data -------------------------------------------------------------------------------------
-const text = readFileSync(join(root, 'packages/tfjs/data/licenses.txt'), 'latin1')
-const chars = [...new Set(text)].sort()
-const index = new Map(chars.map((c, i) => [c, i]))
-const tokens = Uint8Array.from(text, (c) => index.get(c) as number)
-const SHAPE: MlpShape = { vocab: chars.length, context: 6, embed: 12, hidden: 96 }
-const SIZE = layoutOf(SHAPE).size
-const split = Math.floor(tokens.length * 0.9)
-const shardLength = Math.floor(split / N)
-const valStart = split
-const valPositions = Array.from({ length: Math.min(VAL_TOKENS, tokens.length - valStart - SHAPE.context - 1) }, (_, i) => valStart + i)
-
-function sampleBatch (replica: number, random: () => number, out: number[]): void {
-  const start = replica * shardLength
-  const span = shardLength - SHAPE.context - 1
-  for (let b = 0; b < out.length; b++) out[b] = start + Math.floor(random() * span)
-}
-
-// ---- methods ----------------------------------------------------------------------------------
 interface Method {
+  key: string
   name: string
   interval: number
-  /** Outer spec; undefined = data parallel (gradient all-reduce every step). */
+  /** undefined = data parallel (gradient ring all-reduce every step). */
   spec?: OuterSpecInput
 }
 
-const METHODS: Method[] = [
-  { name: 'DP (grad all-reduce every step)', interval: 1 },
-  { name: 'DiLoCo (all, Nesterov 0.7/0.9)', interval: 20, spec: { preset: 'diloco', interval: 20 } },
-  { name: 'DiLoCo (all, heavy-ball 0.7/0.3)', interval: 20, spec: { preset: 'diloco', interval: 20, kind: 'heavy-ball', momentum: 0.3 } },
-  { name: 'NoLoCo (pair, heavy-ball 0.7/0.5)', interval: 20, spec: { preset: 'noloco', interval: 20 } },
-  { name: 'NoLoCo (pair, heavy-ball 0.7/0.5)', interval: 10, spec: { preset: 'noloco', interval: 10 } },
-  { name: 'gossip (pair average)', interval: 10, spec: { preset: 'gossip', interval: 10 } },
-  { name: 'local only (no sync)', interval: Number.POSITIVE_INFINITY, spec: 'none' }
+const ALL_METHODS: Method[] = [
+  { key: 'dp', name: 'DP (grad ring all-reduce every step)', interval: 1 },
+  { key: 'diloco', name: 'DiLoCo (all, Nesterov 0.7/0.9)', interval: 10, spec: { preset: 'diloco', interval: 10 } },
+  { key: 'diloco-hb', name: 'DiLoCo (all, heavy-ball 0.7/0.3)', interval: 10, spec: { preset: 'diloco', interval: 10, kind: 'heavy-ball', momentum: 0.3 } },
+  { key: 'noloco', name: 'NoLoCo (pair, heavy-ball 0.7/0.5)', interval: 10, spec: { preset: 'noloco', interval: 10 } },
+  { key: 'noloco5', name: 'NoLoCo (pair, heavy-ball 0.7/0.5)', interval: 5, spec: { preset: 'noloco', interval: 5 } },
+  { key: 'gossip', name: 'gossip (pair average)', interval: 10, spec: { preset: 'gossip', interval: 10 } },
+  { key: 'local', name: 'local only (no sync)', interval: Number.POSITIVE_INFINITY, spec: 'none' }
 ]
+const wanted = arg('methods', ALL_METHODS.map((m) => m.key).join(',')).split(',')
+const METHODS = ALL_METHODS.filter((m) => wanted.includes(m.key))
 
-interface RunResult {
-  valMean: number
-  valWorst: number
-  valOfMean: number
-  spread: number
-  bytesPerReplica: number
-  rounds: number
-  syncs: number
-  fallbacks: number
-  commMs: number
-}
+// ---- data and model ---------------------------------------------------------------------------
+const backend = await selectBackend({ prefer: 'wasm' })
+const train = await charCorpus({ seqLen: SEQ, split: 'train' })
+const val = await charCorpus({ seqLen: SEQ, split: 'test' })
+const VOCAB = train.vocab.length
+const shard = Math.floor(train.size / N)
+const valBatch = val.batch(Array.from({ length: Math.min(VAL_SEQS, val.size) }, (_, i) => i))
+const newModel = (): TransformerLm => createTransformerLm({ vocab: VOCAB, ...MODEL, seqLen: SEQ, seed: SEED })
+const evalModel = newModel()
+const SIZE = evalModel.params.reduce((n, p) => n + p.variable.size, 0)
 
-function memoryAllReduce (n: number): AllReduce {
-  const rounds = new Map<number, { inputs: Float32Array[], outs: Float32Array[], done: Array<() => void> }>()
-  return async (input, out, { round }) => {
-    await new Promise<void>((resolve) => {
-      let g = rounds.get(round)
-      if (g === undefined) { g = { inputs: [], outs: [], done: [] }; rounds.set(round, g) }
-      g.inputs.push(input)
-      g.outs.push(out)
-      g.done.push(resolve)
-      if (g.inputs.length === n) {
-        const mean = meanInto(new Float32Array(input.length), g.inputs)
-        for (const o of g.outs) o.set(mean)
-        for (const d of g.done) d()
-        rounds.delete(round)
-      }
-    })
+/** Replica r's batches: uniform draws from its own contiguous shard, the same for every method. */
+function batcher (r: number): () => SequenceBatch {
+  const random = mulberry32(SEED * 7919 + r + 1)
+  const idx = new Array<number>(BATCH).fill(0)
+  return () => {
+    for (let b = 0; b < BATCH; b++) idx[b] = r * shard + Math.floor(random() * shard)
+    return train.batch(idx)
   }
 }
 
-function valLoss (p: Float32Array): number {
-  const ws = workspace(SHAPE, valPositions.length)
-  return lossAndGrad(SHAPE, p, tokens, valPositions, ws)
+async function readFlat (model: TransformerLm, out: Float32Array): Promise<Float32Array> {
+  let off = 0
+  for (const p of model.params) {
+    out.set(await p.variable.data() as Float32Array, off)
+    off += p.variable.size
+  }
+  return out
+}
+
+function writeFlat (model: TransformerLm, flat: Float32Array): void {
+  let off = 0
+  for (const p of model.params) {
+    const t = tensorFrom(flat.subarray(off, off + p.variable.size), p.variable.shape)
+    p.variable.assign(t)
+    t.dispose()
+    off += p.variable.size
+  }
+}
+
+function clip (g: Float32Array): void {
+  let s = 0
+  for (let i = 0; i < g.length; i++) s += (g[i] as number) ** 2
+  const norm = Math.sqrt(s)
+  if (norm > CLIP) for (let i = 0; i < g.length; i++) g[i] = (g[i] as number) * (CLIP / norm)
+}
+
+async function valLoss (flat: Float32Array): Promise<number> {
+  writeFlat(evalModel, flat)
+  let sum = 0
+  for (let off = 0; off < valBatch.size; off += 64) {
+    const n = Math.min(64, valBatch.size - off)
+    const b: SequenceBatch = { size: n, seqLen: SEQ, inputs: valBatch.inputs.subarray(off * SEQ, (off + n) * SEQ), targets: valBatch.targets.subarray(off * SEQ, (off + n) * SEQ) }
+    const l = tf.tidy(() => lmLoss(evalModel, b))
+    sum += ((await l.data())[0] as number) * n
+    l.dispose()
+  }
+  return sum / valBatch.size
 }
 
 /** NoLoCo's metric: sqrt(Σ (mean − p)² / (numel · N)). */
@@ -124,159 +142,203 @@ function weightSpread (ps: readonly Float32Array[]): { spread: number, mean: Flo
   return { spread: Math.sqrt(acc / (SIZE * ps.length)), mean }
 }
 
-const stepTimes: number[] = []
+interface RunResult {
+  valMean: number
+  valWorst: number
+  valOfMean: number
+  spread: number
+  bytesPerReplica: number
+  rounds: number
+  syncs: number
+  fallbacks: number
+  computeS: number
+  commS: number
+  wallS: number
+}
 
-async function run (method: Method, seed: number): Promise<RunResult> {
-  const init = initParams(SHAPE, 1000 + seed)
-  const randoms = Array.from({ length: N }, (_, r) => mulberry32(seed * 7919 + r + 1))
-  const ws = workspace(SHAPE, BATCH)
-  const batch = new Array<number>(BATCH).fill(0)
-  const grad = new Float32Array(SIZE)
+/** 8 endpoints on a fresh network behind the latency/bandwidth decorator, fully connected. */
+async function openLinks (): Promise<{ endpoints: Endpoint[], members: string[] }> {
+  const transport = chaosTransport(memoryTransport({ network: createMemoryNetwork() }), {
+    seed: SEED,
+    rules: [{ id: 'wan', delayMs: LATENCY_MS, bandwidthBytesPerSec: BANDWIDTH }]
+  })
   const members = Array.from({ length: N }, (_, r) => `replica-${r}`)
-
-  if (method.spec === undefined) {
-    // Data parallel: every replica computes a gradient on its shard, the mean drives one Adam.
-    const p = init.slice()
-    const adam = createAdam(SIZE, LR)
-    const grads = Array.from({ length: N }, () => new Float32Array(SIZE))
-    const mean = new Float32Array(SIZE)
-    for (let step = 0; step < STEPS; step++) {
-      for (let r = 0; r < N; r++) {
-        sampleBatch(r, randoms[r] as () => number, batch)
-        const t0 = performance.now()
-        lossAndGrad(SHAPE, p, tokens, batch, ws, grads[r])
-        stepTimes.push(performance.now() - t0)
-      }
-      meanInto(mean, grads)
-      adam.step(p, mean)
-      if ((step + 1) % 100 === 0) progress(`${method.name} seed ${seed}: step ${step + 1}/${STEPS}`)
-    }
-    const cost = ringAllReduceCost(N, SIZE * 4)
-    const v = valLoss(p)
-    return {
-      valMean: v, valWorst: v, valOfMean: v, spread: 0, bytesPerReplica: cost.bytesSent * STEPS, rounds: cost.rounds * STEPS, syncs: STEPS, fallbacks: 0,
-      commMs: STEPS * (cost.rounds * LATENCY_MS + cost.bytesSent / BANDWIDTH_BYTES_PER_S * 1000)
-    }
-  }
-
-  const params = Array.from({ length: N }, () => init.slice())
-  const adams = Array.from({ length: N }, () => createAdam(SIZE, LR))
   const endpoints: Endpoint[] = []
-  const opts: OuterOptimizer[] = []
-  const allReduce = memoryAllReduce(N)
+  for (const id of members) endpoints.push(await transport.open({ id, job: 'lowcomm', requestTimeoutMs: 60_000, sendQueueLimit: 4096 }))
+  for (const a of endpoints) for (const b of endpoints) if (a !== b) a.connect(b.id, b.address)
+  return { endpoints, members }
+}
+
+async function run (method: Method): Promise<RunResult> {
+  const batches = Array.from({ length: N }, (_, r) => batcher(r))
+  const { endpoints, members } = await openLinks()
+  const rings: RingAllReduce[] = endpoints.map((endpoint) => createRingAllReduce({ members, stepTimeoutMs: 60_000 }, { endpoint }))
+  const grad = new Float32Array(SIZE)
+  let computeMs = 0
   let commMs = 0
+  const models: TransformerLm[] = []
+  const opts: OuterOptimizer[] = []
   try {
-    const transport = memoryTransport({ network: createMemoryNetwork() })
-    for (const id of members) endpoints.push(await transport.open({ id, job: 'lowcomm' }))
-    for (const a of endpoints) for (const b of endpoints) if (a !== b) a.connect(b.id, b.address)
+    if (method.spec === undefined) {
+      // Data parallel: every replica's gradient on its own shard, ring-averaged, one shared Adam step.
+      const model = newModel()
+      models.push(model)
+      const adam = tf.train.adam(LR)
+      const grads = Array.from({ length: N }, () => new Float32Array(SIZE))
+      const means = Array.from({ length: N }, () => new Float32Array(SIZE))
+      for (let step = 0; step < STEPS; step++) {
+        let slowest = 0
+        for (let r = 0; r < N; r++) {
+          const t0 = performance.now()
+          await computeGradients(model, lmLoss, (batches[r] as () => SequenceBatch)(), { out: grads[r] })
+          slowest = Math.max(slowest, performance.now() - t0)
+        }
+        const t1 = performance.now()
+        await Promise.all(rings.map(async (ring, r) => await ring.reduce(grads[r] as Float32Array, means[r] as Float32Array, { round: step })))
+        commMs += performance.now() - t1
+        const t2 = performance.now()
+        clip(means[0] as Float32Array)
+        applyGradients(model, adam, means[0] as Float32Array)
+        computeMs += slowest + (performance.now() - t2)
+        if ((step + 1) % 50 === 0) progress(`${method.name}: step ${step + 1}/${STEPS}, comm ${(commMs / 1000).toFixed(1)} s`)
+      }
+      const flat = await readFlat(model, new Float32Array(SIZE))
+      const v = await valLoss(flat)
+      const bytes = 2 * (N - 1) * Math.ceil(SIZE / N) * 4 * STEPS
+      return {
+        valMean: v, valWorst: v, valOfMean: v, spread: 0, bytesPerReplica: bytes, rounds: 2 * (N - 1) * STEPS, syncs: STEPS, fallbacks: 0,
+        computeS: computeMs / 1000, commS: commMs / 1000, wallS: (computeMs + commMs) / 1000
+      }
+    }
+
+    const adams = Array.from({ length: N }, () => tf.train.adam(LR))
+    for (let r = 0; r < N; r++) models.push(newModel())
+    const initial = await readFlat(models[0] as TransformerLm, new Float32Array(SIZE))
     for (let r = 0; r < N; r++) {
-      const o = createOuterOptimizer({ spec: method.spec, initial: init, members, seed, exchangeTimeoutMs: 30_000 }, { endpoint: endpoints[r], allReduce })
+      const o = createOuterOptimizer({ spec: method.spec, initial, members, seed: SEED, exchangeTimeoutMs: 60_000 },
+        { endpoint: endpoints[r], allReduce: (rings[r] as RingAllReduce).reduce })
       o.start()
       opts.push(o)
     }
+    const thetas = Array.from({ length: N }, () => new Float32Array(SIZE))
     for (let step = 0; step < STEPS; step++) {
-      for (let r = 0; r < N; r++) {
-        sampleBatch(r, randoms[r] as () => number, batch)
-        const t0 = performance.now()
-        lossAndGrad(SHAPE, params[r] as Float32Array, tokens, batch, ws, grad);
-        (adams[r] as ReturnType<typeof createAdam>).step(params[r] as Float32Array, grad)
-        stepTimes.push(performance.now() - t0)
-      }
-      const reports = await Promise.all(opts.map(async (o, r) => await o.step(params[r] as Float32Array)))
-      // Replicas synchronise in parallel; the slowest one sets the pace of the round.
       let slowest = 0
-      for (const rep of reports) {
-        if (rep === undefined) continue
-        slowest = Math.max(slowest, rep.rounds * LATENCY_MS + rep.bytesSent / BANDWIDTH_BYTES_PER_S * 1000)
+      for (let r = 0; r < N; r++) {
+        const model = models[r] as TransformerLm
+        const t0 = performance.now()
+        await computeGradients(model, lmLoss, (batches[r] as () => SequenceBatch)(), { out: grad })
+        clip(grad)
+        applyGradients(model, adams[r] as tf.Optimizer, grad)
+        slowest = Math.max(slowest, performance.now() - t0)
       }
-      commMs += slowest
-      if ((step + 1) % 100 === 0) progress(`${method.name} H=${method.interval} seed ${seed}: step ${step + 1}/${STEPS}`)
+      computeMs += slowest
+      if (Number.isFinite(method.interval) && (step + 1) % method.interval === 0) {
+        for (let r = 0; r < N; r++) await readFlat(models[r] as TransformerLm, thetas[r] as Float32Array)
+        const t1 = performance.now()
+        await Promise.all(opts.map(async (o, r) => await o.sync(thetas[r] as Float32Array)))
+        commMs += performance.now() - t1
+        for (let r = 0; r < N; r++) writeFlat(models[r] as TransformerLm, thetas[r] as Float32Array)
+      }
+      if ((step + 1) % 50 === 0) progress(`${method.name} H=${method.interval}: step ${step + 1}/${STEPS}, comm ${(commMs / 1000).toFixed(1)} s`)
+    }
+    const params = await Promise.all(models.map(async (m) => await readFlat(m, new Float32Array(SIZE))))
+    const vals: number[] = []
+    for (const p of params) vals.push(await valLoss(p))
+    const { spread, mean } = weightSpread(params)
+    const metrics = opts.map((o) => o.metrics())
+    const avg = (xs: number[]): number => xs.reduce((s, x) => s + x, 0) / xs.length
+    return {
+      valMean: avg(vals),
+      valWorst: Math.max(...vals),
+      valOfMean: await valLoss(mean),
+      spread,
+      bytesPerReplica: avg(metrics.map((m) => m.bytesSent)),
+      rounds: Math.max(...metrics.map((m) => m.rounds)),
+      syncs: Number.isFinite(method.interval) ? Math.max(...metrics.map((m) => m.syncs)) : 0,
+      fallbacks: metrics.reduce((s, m) => s + m.fallbacks, 0),
+      computeS: computeMs / 1000,
+      commS: commMs / 1000,
+      wallS: (computeMs + commMs) / 1000
     }
   } finally {
     for (const o of opts) await o.stop()
+    for (const r of rings) await r.stop()
     for (const e of endpoints) await e.close({ lingerMs: 0 })
-  }
-  const vals = params.map(valLoss)
-  const { spread, mean } = weightSpread(params)
-  const metrics = opts.map((o) => o.metrics())
-  const avg = (xs: number[]): number => xs.reduce((s, x) => s + x, 0) / xs.length
-  return {
-    valMean: avg(vals),
-    valWorst: Math.max(...vals),
-    valOfMean: valLoss(mean),
-    spread,
-    bytesPerReplica: avg(metrics.map((m) => m.bytesSent)),
-    rounds: Math.max(...metrics.map((m) => m.rounds)),
-    syncs: Math.max(...metrics.map((m) => m.syncs)),
-    fallbacks: metrics.reduce((s, m) => s + m.fallbacks, 0),
-    commMs
+    for (const m of models) m.dispose()
   }
 }
 
 // ---- main -------------------------------------------------------------------------------------
 const started = performance.now()
-progress(`corpus ${tokens.length} chars, vocab ${chars.length}, ${SIZE} params, ${N} replicas, ${STEPS} steps, ${SEEDS} seed(s)`)
-const results: RunResult[][] = []
-for (const method of METHODS) {
-  const perSeed: RunResult[] = []
-  for (let seed = 0; seed < SEEDS; seed++) perSeed.push(await run(method, seed))
-  results.push(perSeed)
-  progress(`${method.name} H=${method.interval}: val mean ${(perSeed.reduce((s, r) => s + r.valMean, 0) / SEEDS).toFixed(4)} (${((performance.now() - started) / 1000).toFixed(0)} s)`)
+progress(`backend ${backend.name} (matmul override ${backend.matMulOverride}); corpus vocab ${VOCAB}, ${train.size} training sequences of ${SEQ}; ` +
+  `${SIZE} params; ${N} replicas × ${STEPS} steps × batch ${BATCH}; links ${LATENCY_MS} ms, ${MBIT} Mbit/s`)
+// The pair-vs-all comparison first and DP (the slowest: 2(N−1) delayed rounds every step) last;
+// the table is rewritten after every method, so an interrupted run still leaves its rows.
+const RUN_ORDER = ['noloco', 'diloco-hb', 'diloco', 'local', 'gossip', 'noloco5', 'dp']
+const results = new Map<string, RunResult>()
+for (const method of [...METHODS].sort((a, b) => RUN_ORDER.indexOf(a.key) - RUN_ORDER.indexOf(b.key))) {
+  const r = await run(method)
+  results.set(method.key, r)
+  progress(`${method.name} H=${method.interval}: val mean ${r.valMean.toFixed(4)}, worst ${r.valWorst.toFixed(4)}, wall ${r.wallS.toFixed(1)} s (${((performance.now() - started) / 1000).toFixed(0)} s elapsed)`)
+  report()
 }
-const sorted = [...stepTimes].sort((a, b) => a - b)
-const computeMs = sorted[Math.floor(sorted.length / 2)] as number
 
-const mean = (xs: number[]): number => xs.reduce((s, x) => s + x, 0) / xs.length
-const rows = METHODS.map((m, i) => {
-  const rs = results[i] as RunResult[]
-  const comm = mean(rs.map((r) => r.commMs))
-  // `none` runs no-op outer steps: report them as no synchronisation.
-  const syncs = mean(rs.map((r) => r.rounds)) > 0 ? mean(rs.map((r) => r.syncs)) : 0
-  return {
-    method: m.name,
-    H: Number.isFinite(m.interval) ? m.interval : '∞',
-    'val loss mean': mean(rs.map((r) => r.valMean)),
-    'val loss worst': mean(rs.map((r) => r.valWorst)),
-    'val loss of averaged model': mean(rs.map((r) => r.valOfMean)),
-    'weight spread': mean(rs.map((r) => r.spread)),
-    'KiB sent / replica': mean(rs.map((r) => r.bytesPerReplica)) / 1024,
-    syncs,
-    'seq. rounds': mean(rs.map((r) => r.rounds)),
-    'rounds / sync': syncs > 0 ? mean(rs.map((r) => r.rounds)) / syncs : 0,
-    fallbacks: mean(rs.map((r) => r.fallbacks)),
-    'sim. comm s': comm / 1000,
-    'sim. wall-clock s': (STEPS * computeMs + comm) / 1000
+function report (): void {
+  const done = METHODS.filter((m) => results.has(m.key))
+  const rows = done.map((m) => {
+    const r = results.get(m.key) as RunResult
+    return {
+      method: m.name,
+      H: Number.isFinite(m.interval) ? m.interval : '∞',
+      'val loss mean': r.valMean,
+      'val loss worst': r.valWorst,
+      'val loss of averaged model': r.valOfMean,
+      'weight spread': r.spread,
+      'KiB sent / replica': r.bytesPerReplica / 1024,
+      syncs: r.syncs,
+      'seq. rounds': r.rounds,
+      'rounds / sync': r.syncs > 0 ? r.rounds / r.syncs : 0,
+      fallbacks: r.fallbacks,
+      'compute s': r.computeS,
+      'comm s (measured)': r.commS,
+      'wall-clock s': r.wallS
+    }
+  })
+  type Row = typeof rows[number]
+  const byKey = (key: string): Row | undefined => { const i = done.findIndex((m) => m.key === key); return i < 0 ? undefined : rows[i] }
+  const dilocos = ['diloco', 'diloco-hb'].map(byKey).filter((r): r is Row => r !== undefined)
+  const diloco = dilocos.reduce<Row | undefined>((best, r) => best === undefined || r['val loss mean'] < best['val loss mean'] ? r : best, undefined)
+  const targets: string[] = []
+  if (diloco !== undefined) {
+    for (const key of ['noloco', 'noloco5']) {
+      const nl = byKey(key)
+      if (nl === undefined) continue
+      const gap = (nl['val loss mean'] / diloco['val loss mean'] - 1) * 100
+      const speed = diloco['wall-clock s'] / nl['wall-clock s']
+      targets.push(`NoLoCo H=${nl.H} vs ${diloco.method} H=${diloco.H}: validation loss ${gap >= 0 ? '+' : ''}${gap.toFixed(2)}% (within 2%: ${gap <= 2 ? 'met' : 'NOT met'}), ` +
+        `${nl['rounds / sync']} round per sync vs ${diloco['rounds / sync']} = 2(N−1) (${nl['rounds / sync'] === 1 && diloco['rounds / sync'] === 2 * (N - 1) ? 'met' : 'NOT met'}), ` +
+        `wall-clock ${nl['wall-clock s'].toFixed(1)} s vs ${diloco['wall-clock s'].toFixed(1)} s, ${speed.toFixed(2)}× (${speed > 1 ? 'met' : 'NOT met'})`)
+    }
   }
-})
+  const missing = METHODS.filter((m) => !results.has(m.key)).map((m) => m.key)
+  const summary = [
+    `${N} replicas of the @phalanx/tfjs transformer LM (${MODEL.layers} layers, d ${MODEL.dModel}, ${MODEL.heads} heads, context ${SEQ}, ${SIZE} parameters, ${backend.name} backend)`,
+    `on non-IID contiguous shards of the licence-text corpus; ${STEPS} inner Adam steps per replica for every method (lr ${LR}, clip ${CLIP}, batch ${BATCH} × ${SEQ} characters);`,
+    `validation on ${valBatch.size * SEQ} held-out characters. Links: chaos network decorator on the in-memory transport, ${LATENCY_MS} ms per message and ${MBIT} Mbit/s per link;`,
+    `pairs exchange over it, DiLoCo and DP ring-all-reduce over it. Wall-clock = Σ per step of the slowest replica's timed inner step + every sync timed as it ran over the delayed links.`,
+    `Targets (against the better DiLoCo variant): ${targets.length > 0 ? targets.join('; ') : 'not evaluated'}.`,
+    missing.length > 0 ? `Not run (yet): ${missing.join(', ')}.` : '',
+    `Run time ${((performance.now() - started) / 1000).toFixed(0)} s.`
+  ].filter((x) => x !== '').join(' ')
 
-const row = (i: number): typeof rows[number] => rows[i] as typeof rows[number]
-// Compare with the better of the two DiLoCo variants (paper Nesterov, NoLoCo-repo heavy-ball).
-const diloco = row(1)['val loss mean'] <= row(2)['val loss mean'] ? row(1) : row(2)
-const noloco20 = row(3)
-const noloco10 = row(4)
-const gap20 = (noloco20['val loss mean'] / diloco['val loss mean'] - 1) * 100
-const gap10 = (noloco10['val loss mean'] / diloco['val loss mean'] - 1) * 100
-const best = Math.min(gap20, gap10)
-const speedup = diloco['sim. wall-clock s'] / noloco10['sim. wall-clock s']
-const summary = [
-  `${N} replicas of a character-level MLP LM (${SIZE} parameters; plain Float32Array math, not the TF.js transformer, which was not available in time)`,
-  `on non-IID contiguous shards of packages/tfjs/data/licenses.txt, ${STEPS} inner Adam steps (lr ${LR}, batch ${BATCH} per replica), ${SEEDS} seed(s);`,
-  `validation on ${valPositions.length} held-out characters. Wall-clock is simulated: ${STEPS} × ${computeMs.toFixed(2)} ms median measured compute per step`,
-  `plus, per synchronisation, rounds × ${LATENCY_MS} ms + bytes / 100 Mbit/s (slowest replica).`,
-  `Targets (against the better DiLoCo variant, ${diloco.method}): NoLoCo within 2% of DiLoCo's validation loss — NoLoCo H=10 (similar bytes, half DiLoCo's H) ${gap10 >= 0 ? '+' : ''}${gap10.toFixed(2)}% (${gap10 <= 2 ? 'met' : 'not met'}),`,
-  `NoLoCo at DiLoCo's H=20 ${gap20 >= 0 ? '+' : ''}${gap20.toFixed(2)}% (${gap20 <= 2 ? 'met' : 'not met'}; best ${best.toFixed(2)}%);`,
-  `rounds per sync ${noloco10['rounds / sync']} (NoLoCo) vs ${diloco['rounds / sync']} = 2(N−1) (DiLoCo ring all-reduce) (${noloco10['rounds / sync'] === 1 ? 'met' : 'not met'});`,
-  `simulated wall-clock NoLoCo H=10 ${noloco10['sim. wall-clock s'].toFixed(1)} s vs DiLoCo ${diloco['sim. wall-clock s'].toFixed(1)} s, ${speedup.toFixed(1)}× (${speedup > 1 ? 'met' : 'not met'}).`,
-  `Run time ${((performance.now() - started) / 1000).toFixed(0)} s.`
-].join(' ')
-
-writeEvalResult('lowcomm', {
-  summary,
-  columns: Object.keys(rows[0] as object),
-  rows,
-  data: {
-    settings: { replicas: N, steps: STEPS, seeds: SEEDS, batch: BATCH, lr: LR, shape: SHAPE, params: SIZE, latencyMs: LATENCY_MS, bandwidthMbit: 100, computeMsPerStep: computeMs },
-    perSeed: METHODS.map((m, i) => ({ method: m.name, H: m.interval, runs: results[i] }))
-  }
-})
-process.stdout.write(`${summary}\n`)
+  writeEvalResult('lowcomm', {
+    summary,
+    columns: Object.keys(rows[0] as object),
+    rows,
+    data: {
+      settings: { replicas: N, steps: STEPS, batch: BATCH, seqLen: SEQ, lr: LR, clip: CLIP, model: MODEL, params: SIZE, latencyMs: LATENCY_MS, bandwidthMbit: MBIT, backend: backend.name, valChars: valBatch.size * SEQ },
+      runs: done.map((m) => ({ key: m.key, method: m.name, H: Number.isFinite(m.interval) ? m.interval : null, spec: m.spec ?? 'data-parallel', ...results.get(m.key) }))
+    }
+  })
+  process.stderr.write(`${summary}\n`)
+}

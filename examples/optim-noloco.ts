@@ -66,8 +66,12 @@ try {
     for (const rep of reports) {
       if (rep?.mode === 'fallback') console.log(`step ${step + 1}: exchange with ${rep.partner} failed (${rep.reason}); local outer step instead`)
     }
-    // The coordinator's new membership view reaches the survivors after the failed round.
-    if (step === CRASH) for (const r of alive) outers[r]?.setMembers(members.filter((_, k) => k !== 3))
+    // The coordinator publishes the survivors as membership view 1, effective from the next outer
+    // round on every replica (a round boundary, so all of them pair by the same list).
+    if (step === CRASH) {
+      const next = outers[[...alive][0] as number]?.round ?? 0
+      for (const r of alive) outers[r]?.setMembers(members.filter((_, k) => k !== 3), { version: 1, round: next })
+    }
   }
   for (const r of alive) {
     const w = weights[r] as Float32Array

@@ -30,5 +30,6 @@ export { applyOuterStep, meanInto, ringAllReduceCost, pairExchangeCost, type Out
 export {
   createOuterOptimizer, parameterCount,
   type AllReduce, type AllReduceOptions, type OuterOptimizer, type OuterOptimizerInit, type OuterOptimizerComponents,
-  type OuterMetrics, type SyncReport
+  type OuterMetrics, type SyncReport, type MembershipView, type SetMembersOptions
 } from './outer-optimizer.js'
+export { createRingAllReduce, type RingAllReduce, type RingAllReduceInit, type RingAllReduceComponents } from './ring-all-reduce.js'

@@ -27,6 +27,38 @@ export interface AllReduceOptions extends AbortOptions {
  */
 export type AllReduce = (input: Float32Array, out: Float32Array, options: AllReduceOptions) => Promise<Partial<SyncCost> | undefined | void>
 
+/**
+ * Who pairs with whom, from an outer round on. Pairings are a function of `(round, members)`, so
+ * replicas agree on their partners only if they use the same members for the same round: a
+ * coordinator publishes each change with the round it takes effect at (a round boundary ahead of
+ * every replica), and the view's `version` travels in every exchange so that a replica still on an
+ * older view is refused instead of pairing by a different list.
+ */
+export interface MembershipView {
+  /** Increases with every change (the coordinator's membership epoch). */
+  readonly version: number
+  /** First outer round the view applies to. */
+  readonly round: number
+  /** Replica ids in rank order. */
+  readonly members: readonly PeerId[]
+}
+
+/** Options of {@link OuterOptimizer.setMembers}. */
+export interface SetMembersOptions {
+  /**
+   * First outer round the new members apply to. A round this replica has already started or
+   * finished means "from its next sync on" (counted in {@link OuterMetrics.lateViews}).
+   * @default this replica's current round (its next sync)
+   */
+  round?: number
+  /**
+   * Version of the view; a view whose version is not above the newest one known is ignored, so a
+   * repeated broadcast is harmless.
+   * @default the newest version + 1
+   */
+  version?: number
+}
+
 /** What an {@link OuterOptimizer} is created with. */
 export interface OuterOptimizerInit {
   /** Preset name, preset plus overrides, or a complete spec (validated by {@link resolveOuterSpec}). */
@@ -90,6 +122,8 @@ export interface SyncReport {
   reason?: string
   /** Set when the partner was already past this round: the replica's next round (rounds between are skipped). */
   resyncedTo?: number
+  /** Version of the membership view the round was paired by. */
+  view: number
   /** Bytes this replica sent in this sync. */
   bytesSent: number
   /** Sequential communication rounds this sync took. */
@@ -117,6 +151,12 @@ export interface OuterMetrics {
   unacknowledged: number
   /** Rounds skipped to catch up with partners that were already past them. */
   skippedRounds: number
+  /** Exchanges refused in either direction because the two replicas held different membership views for the round. */
+  viewMismatches: number
+  /** Views that arrived after the round they were meant to start at (applied from the next sync). */
+  lateViews: number
+  /** Syncs that fell back at once because the partner's connection had dropped (no send, no wait). */
+  partnerDown: number
 }
 
 /**
@@ -137,8 +177,14 @@ export interface OuterOptimizer extends AsyncDisposable {
   start(): void
   /** Removes the handler and aborts an exchange in flight. Idempotent. */
   stop(): Promise<void>
-  /** Replaces the membership view (ids in rank order, identical on every replica). */
-  setMembers(members: readonly PeerId[]): void
+  /**
+   * Installs a new membership view (ids in rank order, identical on every replica) from
+   * `options.round` on; earlier rounds keep the view they had. Views with a version not above the
+   * newest known are ignored.
+   */
+  setMembers(members: readonly PeerId[], options?: SetMembersOptions): void
+  /** The view in force for `round` (default: the current round). */
+  view(round?: number): MembershipView
   /** Counts one inner step; on every `interval`-th runs {@link sync} and returns its report. */
   step(params: Float32Array | StateDict, options?: AbortOptions): Promise<SyncReport | undefined>
   /**
@@ -202,7 +248,13 @@ export function createOuterOptimizer (init: OuterOptimizerInit, components: Oute
   const recv = spec.group === 'pair' ? [new Float32Array(size), new Float32Array(size)] : []
   let sendBuf: Float32Array | undefined
 
-  let members: readonly PeerId[] = [...(init.members ?? [])]
+  // Views sorted by first round; the first one applies from round 0. Older ones are pruned once
+  // no round they cover can still be exchanged.
+  let views: MembershipView[] = [{ version: 0, round: 0, members: [...(init.members ?? [])] }]
+  // Peers whose connection dropped: a partner among them gets a fallback at once instead of a send
+  // that waits for its deadline (`peer:disconnect` fires once, maybe rounds before the pairing).
+  const down = new Set<PeerId>()
+  let offDisconnect: (() => void) | undefined
   let round = 0
   let innerSteps = 0
   let started = false
@@ -211,9 +263,19 @@ export function createOuterOptimizer (init: OuterOptimizerInit, components: Oute
   let removeHandler: (() => void) | undefined
   const inbox = new Map<number, Inbound>()
   let waiter: Waiter | undefined
-  const counters: OuterMetrics = { syncs: 0, fallbacks: 0, sitOuts: 0, bytesSent: 0, bytesReceived: 0, rounds: 0, rejected: 0, unacknowledged: 0, skippedRounds: 0 }
+  const counters: OuterMetrics = {
+    syncs: 0, fallbacks: 0, sitOuts: 0, bytesSent: 0, bytesReceived: 0, rounds: 0, rejected: 0, unacknowledged: 0, skippedRounds: 0,
+    viewMismatches: 0, lateViews: 0, partnerDown: 0
+  }
+
+  const viewFor = (r: number): MembershipView => {
+    let v = views[0] as MembershipView
+    for (const candidate of views) if (candidate.round <= r) v = candidate
+    return v
+  }
 
   const partnerFor = (r: number): PeerId | undefined => {
+    const members = viewFor(r).members
     const rank = members.indexOf(self as PeerId)
     if (rank < 0) throw new InvalidParametersError(`Replica "${String(self)}" is not among the members`)
     const p = pairFor(r, seed, members.length).partners[rank] as number
@@ -239,7 +301,16 @@ export function createOuterOptimizer (init: OuterOptimizerInit, components: Oute
     } catch (err) {
       refuse(err as Error, { round: r, from })
     }
+    const view = viewFor(r).version
+    const theirView = (envelope.header.body as { view?: unknown } | undefined)?.view
+    if (theirView !== view) {
+      counters.viewMismatches++
+      // A sender on an older view learns it from StaleEpochError; one on a newer view is ahead of us.
+      const Err = typeof theirView === 'number' && theirView < view ? StaleEpochError : InvalidParametersError
+      refuse(new Err(`Round ${r} is paired by membership view ${view} here, ${String(theirView)} at "${from}"`, { details: { view } }), { round: r, from, view, theirView })
+    }
     if (expected !== from) refuse(new InvalidParametersError(`"${from}" is not this replica's partner in round ${r}`), { round: r, from })
+    down.delete(from)
     const tensors = decodeTensors(envelope)
     const theta = tensors[0]
     if (tensors.length !== 1 || theta === undefined || theta.name !== THETA || theta.data.length !== size) {
@@ -280,7 +351,7 @@ export function createOuterOptimizer (init: OuterOptimizerInit, components: Oute
   }
 
   /** One symmetric round: send ours, receive theirs; resolves with theirs, or undefined on failure. */
-  const exchange = async (r: number, partner: PeerId, theta: Float32Array, signal: AbortSignal): Promise<{ theirs?: Float32Array, reason?: string, resyncTo?: number }> => {
+  const exchange = async (r: number, view: number, partner: PeerId, theta: Float32Array, signal: AbortSignal): Promise<{ theirs?: Float32Array, reason?: string, resyncTo?: number }> => {
     const ep = endpoint as Endpoint
     // Never reuse a buffer whose send was not acknowledged: the transport may still be reading it.
     const out = sendBuf ?? new Float32Array(size)
@@ -291,7 +362,7 @@ export function createOuterOptimizer (init: OuterOptimizerInit, components: Oute
     signal.addEventListener('abort', onAbort, { once: true })
     try {
       let gotTheirs = false
-      const ack = ep.request(partner, { type: messageType, step: r, tensors: [{ name: THETA, shape: [size], dtype: 'float32', data: out }] },
+      const ack = ep.request(partner, { type: messageType, step: r, body: { view }, tensors: [{ name: THETA, shape: [size], dtype: 'float32', data: out }] },
         { timeoutMs: exchangeTimeoutMs, signal: local.signal }).catch((err: unknown) => {
         // A partner that cannot take our weights (gone, stopped, in another round) will not send
         // its own for this round either: stop waiting instead of running into the deadline.
@@ -318,7 +389,8 @@ export function createOuterOptimizer (init: OuterOptimizerInit, components: Oute
       const waitError = theirsResult.reason as Error
       // When the wait was cut short by our own failed send, the send's error is the real reason.
       if (waitError.name === AbortError.name && ackResult.status === 'rejected') {
-        const sendError = ackResult.reason as Error & { details?: { now?: unknown } }
+        const sendError = ackResult.reason as Error & { details?: { now?: unknown, view?: unknown } }
+        if (sendError.details?.view !== undefined) counters.viewMismatches++
         const now = sendError.details?.now
         // The partner is already past this round: we fell behind (e.g. a fallback waited out a
         // deadline). Pairings are a function of the round, so rounds must line up again.
@@ -332,9 +404,17 @@ export function createOuterOptimizer (init: OuterOptimizerInit, components: Oute
     }
   }
 
+  /** Drops views no longer in force for any round from the current one on. */
+  const pruneViews = (): void => {
+    let keepFrom = 0
+    for (let i = 0; i < views.length; i++) if ((views[i] as MembershipView).round <= round) keepFrom = i
+    if (keepFrom > 0) views = views.slice(keepFrom)
+  }
+
   const finish = (r: number): void => {
     round = r + 1
     for (const k of inbox.keys()) if (k <= r) inbox.delete(k)
+    pruneViews()
   }
 
   const optimizer: OuterOptimizer = {
@@ -347,7 +427,10 @@ export function createOuterOptimizer (init: OuterOptimizerInit, components: Oute
       if (started) return
       started = true
       lifecycle = new AbortController()
-      if (spec.group === 'pair') removeHandler = (endpoint as Endpoint).handle(messageType, onExchange)
+      if (spec.group === 'pair') {
+        removeHandler = (endpoint as Endpoint).handle(messageType, onExchange)
+        offDisconnect = (endpoint as Endpoint).on('peer:disconnect', (peer) => { down.add(peer) })
+      }
     },
 
     async stop () {
@@ -356,11 +439,47 @@ export function createOuterOptimizer (init: OuterOptimizerInit, components: Oute
       lifecycle.abort(new ClosedError('Outer optimiser stopped'))
       removeHandler?.()
       removeHandler = undefined
+      offDisconnect?.()
+      offDisconnect = undefined
       inbox.clear()
     },
 
-    setMembers (next) {
-      members = [...next]
+    setMembers (next, options = {}) {
+      const newest = (views[views.length - 1] as MembershipView).version
+      const version = options.version ?? newest + 1
+      if (!Number.isSafeInteger(version) || version < 0) throw new InvalidParametersError(`view version must be a non-negative integer, got ${version}`)
+      if (version <= newest) {
+        log.debug({ version, newest }, 'ignored a membership view that is not newer')
+        return
+      }
+      const requested = options.round ?? round
+      if (!Number.isSafeInteger(requested) || requested < 0) throw new InvalidParametersError(`view round must be a non-negative integer, got ${requested}`)
+      // The round in flight (or done) keeps its pairing: changing it now would split a pair.
+      const first = syncing ? round + 1 : round
+      let from = requested
+      if (requested < first) {
+        from = first
+        counters.lateViews++
+        log.warn({ version, requested, from }, 'membership view arrived after its round; applied from the next sync')
+      }
+      const members = [...next]
+      views = views.filter((v) => v.round < from)
+      views.push({ version, round: from, members })
+      // The coordinator vouches for these members again (e.g. a replica that restarted).
+      for (const m of members) down.delete(m)
+      // Inbound weights already accepted for rounds the new view re-pairs are from the old pairing.
+      for (const [k, v] of inbox) {
+        if (k < from) continue
+        let partner: PeerId | undefined
+        try { partner = partnerFor(k) } catch { partner = undefined }
+        if (partner !== v.from) inbox.delete(k)
+      }
+      pruneViews()
+    },
+
+    view (r = round) {
+      const v = viewFor(r)
+      return { version: v.version, round: v.round, members: [...v.members] }
     },
 
     async step (params, options = {}) {
@@ -381,7 +500,8 @@ export function createOuterOptimizer (init: OuterOptimizerInit, components: Oute
       const r = round
       let skipTo: number | undefined
       const startedAt = clock.now()
-      const report: SyncReport = { round: r, group: spec.group, mode: 'group', bytesSent: 0, rounds: 0, durationMs: 0 }
+      const view = viewFor(r)
+      const report: SyncReport = { round: r, group: spec.group, mode: 'group', bytesSent: 0, rounds: 0, durationMs: 0, view: view.version }
       try {
         if (spec.group === 'none') {
           report.mode = 'local'
@@ -389,7 +509,7 @@ export function createOuterOptimizer (init: OuterOptimizerInit, components: Oute
         } else if (spec.group === 'all') {
           const cost = (await (allReduce as AllReduce)(theta, meanBuf as Float32Array, { round: r, signal })) ?? {}
           if (signal.aborted) throw new AbortError(undefined, { cause: signal.reason })
-          const ring = ringAllReduceCost(members.length, size * 4)
+          const ring = ringAllReduceCost(view.members.length, size * 4)
           report.bytesSent = cost.bytesSent ?? ring.bytesSent
           report.rounds = cost.rounds ?? ring.rounds
           counters.bytesReceived += report.bytesSent
@@ -403,10 +523,17 @@ export function createOuterOptimizer (init: OuterOptimizerInit, components: Oute
           } else {
             report.partner = partner
             const sentBefore = counters.bytesSent
-            const { theirs, reason, resyncTo } = await exchange(r, partner, theta, signal)
+            let outcome: { theirs?: Float32Array, reason?: string, resyncTo?: number }
+            if (down.has(partner)) {
+              counters.partnerDown++
+              outcome = { reason: PeerUnreachableError.name }
+            } else {
+              outcome = await exchange(r, view.version, partner, theta, signal)
+              report.rounds = pairExchangeCost(size * 4).rounds
+            }
+            const { theirs, reason, resyncTo } = outcome
             if (resyncTo !== undefined) skipTo = resyncTo
             report.bytesSent = counters.bytesSent - sentBefore
-            report.rounds = pairExchangeCost(size * 4).rounds
             if (theirs !== undefined) {
               applyOuterStep(spec, anchor, momentum, theta, theirs)
             } else {

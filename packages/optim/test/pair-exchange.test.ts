@@ -163,9 +163,15 @@ describe('pair exchange over the memory transport', () => {
     const theta = rand(SIZE, 3)
     const expected = theta.slice()
     // The fake clock is never advanced: only the failed send can end this exchange.
-    await expect((opts[0] as OuterOptimizer).sync(theta)).resolves.toMatchObject({ mode: 'fallback', reason: 'PeerUnreachableError', bytesSent: 0 })
+    await expect((opts[0] as OuterOptimizer).sync(theta)).resolves.toMatchObject({ mode: 'fallback', reason: 'PeerUnreachableError', bytesSent: 0, rounds: 0 })
     expect(theta).toEqual(expected)
-    expect(opts[0]?.metrics()).toMatchObject({ fallbacks: 1, syncs: 1 })
+    // The disconnect was remembered: no send was even tried.
+    expect(opts[0]?.metrics()).toMatchObject({ fallbacks: 1, syncs: 1, partnerDown: 1, bytesSent: 0 })
+    // A new view that lists the peer again (the coordinator vouches for it) forgets the mark.
+    opts[0]?.setMembers(['r0', 'r1'])
+    const next = (opts[0] as OuterOptimizer).sync(rand(SIZE, 4))
+    await expect(next).resolves.toMatchObject({ mode: 'fallback', reason: 'PeerUnreachableError' })
+    expect(opts[0]?.metrics().partnerDown).toBe(1)
   })
 
   it('stop() aborts an exchange in flight', async () => {
@@ -182,7 +188,7 @@ describe('pair exchange over the memory transport', () => {
     const { endpoints, opts } = await cluster(n, { preset: 'noloco', interval: 1 }, new Float32Array(SIZE))
     const partners = pairFor(0, SEED, n).partners
     const stranger = [1, 2, 3].find((j) => partners[0] !== j) as number
-    const message = { type: 'outer-exchange', step: 0, tensors: [{ name: 'theta', shape: [SIZE], dtype: 'float32' as const, data: new Float32Array(SIZE) }] }
+    const message = { type: 'outer-exchange', step: 0, body: { view: 0 }, tensors: [{ name: 'theta', shape: [SIZE], dtype: 'float32' as const, data: new Float32Array(SIZE) }] }
     await expect((endpoints[0] as Endpoint).request(`r${stranger}`, message)).rejects.toMatchObject({ name: 'InvalidParametersError' })
     const wrongSize = { ...message, tensors: [{ name: 'theta', shape: [3], dtype: 'float32' as const, data: new Float32Array(3) }] }
     await expect((endpoints[0] as Endpoint).request(`r${partners[0] as number}`, wrongSize))
@@ -211,5 +217,60 @@ describe('pair exchange over the memory transport', () => {
     const [a, b] = await Promise.all([slow.sync(rand(SIZE, 23)), fast.sync(rand(SIZE, 24))])
     expect(a).toMatchObject({ round: 3, mode: 'group' })
     expect(b).toMatchObject({ round: 3, mode: 'group' })
+  })
+
+  it('a view tied to a future round: earlier rounds pair by the old members, later ones by the new, on every replica', async () => {
+    const n = 4
+    const { ids, opts } = await cluster(n, { preset: 'gossip', interval: 1 }, new Float32Array(SIZE))
+    const survivors = ids.filter((id) => id !== 'r2')
+    // Delivered at different moments (before round 0 on some, after it on others): same outcome.
+    for (const o of opts.slice(0, 2)) o.setMembers(survivors, { version: 1, round: 1 })
+    const first = await Promise.all(opts.map(async (o, i) => await o.sync(rand(SIZE, i))))
+    for (let i = 0; i < n; i++) expect(first[i]).toMatchObject({ round: 0, view: 0, mode: 'group', partner: `r${pairFor(0, SEED, n).partners[i] as number}` })
+    for (const o of opts.slice(2)) o.setMembers(survivors, { version: 1, round: 1 })
+    const alive = opts.filter((_, i) => i !== 2)
+    const second = await Promise.all(alive.map(async (o, i) => await o.sync(rand(SIZE, 10 + i))))
+    const pairing = pairFor(1, SEED, 3)
+    second.forEach((rep, i) => {
+      const p = pairing.partners[i] as number
+      expect(rep).toMatchObject(p < 0 ? { round: 1, view: 1, mode: 'local' } : { round: 1, view: 1, mode: 'group', partner: survivors[p] })
+    })
+    for (const o of opts) expect(o.metrics()).toMatchObject({ viewMismatches: 0, lateViews: 0, fallbacks: 0 })
+    expect(opts[0]?.view(0)).toMatchObject({ version: 1, round: 1 })
+    expect(opts[0]?.view()).toEqual({ version: 1, round: 1, members: survivors })
+  })
+
+  it('replicas on different views refuse each other\'s weights (counted) instead of pairing by different lists', async () => {
+    const { opts } = await cluster(2, { preset: 'gossip', interval: 1 }, new Float32Array(SIZE))
+    const [a, b] = opts as [OuterOptimizer, OuterOptimizer]
+    // Only `a` learned of view 1 (same two members): its round 0 is paired by another version.
+    a.setMembers(['r0', 'r1'], { version: 1, round: 0 })
+    const ta = rand(SIZE, 1)
+    const tb = rand(SIZE, 2)
+    const [ra, rb] = await Promise.all([a.sync(ta.slice()), b.sync(tb.slice())])
+    expect(ra).toMatchObject({ round: 0, view: 1, mode: 'fallback' })
+    expect(rb).toMatchObject({ round: 0, view: 0, mode: 'fallback' })
+    expect([ra.reason, rb.reason].sort()).toEqual(['InvalidParametersError', 'StaleEpochError'])
+    // Each refused the other's weights and had its own refused.
+    expect(a.metrics()).toMatchObject({ viewMismatches: 2, rejected: 1, fallbacks: 1 })
+    expect(b.metrics()).toMatchObject({ viewMismatches: 2, rejected: 1, fallbacks: 1 })
+    // Once both hold view 1 they pair again.
+    b.setMembers(['r0', 'r1'], { version: 1 })
+    const [na, nb] = await Promise.all([a.sync(rand(SIZE, 3)), b.sync(rand(SIZE, 4))])
+    expect(na).toMatchObject({ round: 1, view: 1, mode: 'group' })
+    expect(nb).toMatchObject({ round: 1, view: 1, mode: 'group' })
+  })
+
+  it('a view that arrives after its round applies from the next sync (counted); one that is not newer is ignored', async () => {
+    const { opts } = await cluster(2, { preset: 'gossip', interval: 1 }, new Float32Array(SIZE))
+    const [a, b] = opts as [OuterOptimizer, OuterOptimizer]
+    for (let r = 0; r < 2; r++) await Promise.all([a.sync(rand(SIZE, r)), b.sync(rand(SIZE, r + 5))])
+    a.setMembers(['r0', 'r1'], { version: 3, round: 1 })
+    expect(a.view()).toEqual({ version: 3, round: 2, members: ['r0', 'r1'] })
+    expect(a.metrics().lateViews).toBe(1)
+    a.setMembers(['r0'], { version: 3, round: 5 })
+    a.setMembers(['r0'], { version: 2, round: 5 })
+    expect(a.view(9)).toEqual({ version: 3, round: 2, members: ['r0', 'r1'] })
+    expect(() => { a.setMembers(['r0'], { version: 4, round: -1 }) }).toThrow(expect.objectContaining({ name: 'InvalidParametersError' }))
   })
 })
