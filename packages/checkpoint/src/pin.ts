@@ -22,6 +22,13 @@ export function pinStateDict (state: StateDict): PinnedState {
       if (out.length !== src.length) throw new InvalidParametersError(`Output has ${out.length} values, tensor ${index} has ${src.length}`)
       out.set(src)
     },
+    async readRange (index, offset, out) {
+      const src = copies?.[index]
+      if (copies === undefined) throw new ClosedError('Pinned state was released')
+      if (src === undefined) throw new InvalidParametersError(`No pinned tensor ${index}`)
+      if (!Number.isInteger(offset) || offset < 0 || offset + out.length > src.length) throw new InvalidParametersError(`Range [${offset}, ${offset + out.length}) is outside tensor ${index} (${src.length} values)`)
+      out.set(src.subarray(offset, offset + out.length))
+    },
     release () { copies = undefined }
   }
 }

@@ -36,10 +36,12 @@ export interface SnapshotterInit {
    */
   checksumWorker?: boolean
   /**
-   * Longest stretch, ms, the drain copies tensors on the trainer's thread before it yields to the
-   * event loop. Yielding per tensor instead made a 165-tensor model need ~170 event-loop turns, so
-   * a busy trainer (one turn per step) almost never finished a snapshot; 1 ms keeps the longest
-   * block near 1/50 of a synchronous save.
+   * Longest stretch, ms, the drain copies on the trainer's thread before it yields to the event
+   * loop. When the pinned state has `readRange` (the tf bridge and `pinStateDict` do), tensors are
+   * copied in pieces sized from the measured copy rate to fit what is left of the slice, so a slice
+   * stays within this budget whatever the tensor sizes; without it a whole tensor is one piece.
+   * Yielding per tensor instead made a 165-tensor model need ~170 event-loop turns, so a busy
+   * trainer (one turn per step) almost never finished a snapshot.
    * @default 1
    */
   sliceMs?: number
@@ -80,7 +82,7 @@ export interface SnapshotterStats {
   lastStep: number | undefined
   /** Wall time of the last drain, ms. */
   lastDrainMs: number
-  /** Longest synchronous stretch of any drain on the caller's thread (one tensor copy), ms. */
+  /** Longest synchronous stretch (one slice of copies) of any drain on the caller's thread, ms. */
   maxSliceMs: number
   /** Longest synchronous stretch of the last drain, ms. */
   lastMaxSliceMs: number
@@ -99,8 +101,8 @@ export interface SnapshotOutcome {
 
 /**
  * Lazy asynchronous snapshots. {@link capture} takes a pinned state and returns at once; a background
- * drain copies it tensor by tensor into a preallocated double-buffered staging pool (yielding to the
- * event loop every `sliceMs`), checksums it in a worker thread, and hands it to the L0 holder and,
+ * drain copies it, in bounded pieces, into a preallocated double-buffered staging pool (yielding to
+ * the event loop every `sliceMs`), checksums it in a worker thread, and hands it to the L0 holder and,
  * every `l2Every`th time, to the L2 store. A capture that arrives while a drain is in flight is skipped
  * and counted: the trainer never waits.
  */
@@ -117,6 +119,10 @@ export interface Snapshotter extends AsyncDisposable {
 }
 
 const MAX_CHUNK = 8 * 1024 * 1024
+/** Smallest piece a range copy takes, floats (64 KiB: tens of microseconds of memcpy), so a drain always progresses. */
+const MIN_PIECE = 16 * 1024
+/** Largest piece, floats (16 MiB), whatever the measured rate. */
+const MAX_PIECE = 4 * 1024 * 1024
 
 /** Creates a {@link Snapshotter}. */
 export function createSnapshotter (init: SnapshotterInit = {}, components: SnapshotterComponents = {}): Snapshotter {
@@ -140,6 +146,9 @@ export function createSnapshotter (init: SnapshotterInit = {}, components: Snaps
   let lastAcceptedAt = Number.NEGATIVE_INFINITY
   let completedCount = 0
   let stopped = false
+  // Copy rate out of pinned storage (floats per ms), measured by every piece and kept across drains
+  // so the next drain sizes its first pieces right. Starts at a conservative 1 GB/s.
+  let floatsPerMs = 250_000
   const stats: SnapshotterStats = { captured: 0, skipped: 0, completed: 0, failed: 0, l0: 0, l2: 0, lastStep: undefined, lastDrainMs: 0, maxSliceMs: 0, lastMaxSliceMs: 0, mainThreadMs: 0, captureMs: 0 }
 
   const acquire = async (bytes: number, signal: AbortSignal): Promise<Uint8Array> => {
@@ -182,16 +191,44 @@ export function createSnapshotter (init: SnapshotterInit = {}, components: Snaps
       await yieldLoop()
       if (signal.aborted) return undefined
       sliceStart = now()
+      const readRange = pinned.readRange
       for (let i = 0; i < plan.header.entries.length; i++) {
-        if (now() - sliceStart >= sliceMs) {
-          slice()
-          await yieldLoop()
-          if (signal.aborted) return undefined
-          sliceStart = now()
-        }
         const e = plan.header.entries[i] as ShardEntry
         const at = plan.dataStart + e.offset
-        await pinned.read(i, new Float32Array(image.buffer, image.byteOffset + at, e.length))
+        const dst = new Float32Array(image.buffer, image.byteOffset + at, e.length)
+        if (readRange === undefined) {
+          // Whole tensors only: a large one overruns the slice by its own copy time.
+          if (now() - sliceStart >= sliceMs) {
+            slice()
+            await yieldLoop()
+            if (signal.aborted) return undefined
+            sliceStart = now()
+          }
+          await pinned.read(i, dst)
+        } else {
+          for (let off = 0; off < e.length;) {
+            let room = sliceMs - (now() - sliceStart)
+            // Not even the smallest piece fits in what is left of this slice: give the loop a turn.
+            if (room < MIN_PIECE / floatsPerMs) {
+              slice()
+              await yieldLoop()
+              if (signal.aborted) return undefined
+              sliceStart = now()
+              room = sliceMs
+            }
+            // Half of what the room holds at the measured rate: margin for a slower piece.
+            const n = Math.min(e.length - off, MAX_PIECE, Math.max(MIN_PIECE, Math.floor((room * floatsPerMs) / 2)))
+            const t0 = now()
+            await readRange.call(pinned, i, off, dst.subarray(off, off + n))
+            const ms = now() - t0
+            if (n >= MIN_PIECE && ms > 0) {
+              // A slower piece lowers the estimate at once; a faster one raises it gradually.
+              const rate = n / ms
+              floatsPerMs = rate < floatsPerMs ? rate : floatsPerMs * 0.8 + rate * 0.2
+            }
+            off += n
+          }
+        }
         const next = plan.header.entries[i + 1]
         // Zero the alignment padding: staging is reused, stale bytes would make files differ run to run.
         image.fill(0, at + e.length * 4, next === undefined ? plan.totalBytes : plan.dataStart + next.offset)

@@ -195,14 +195,40 @@ function pinTensor (t: tf.Tensor): tf.Tensor {
   return tf.keep(engine.makeTensorFromTensorInfo({ dataId: t.dataId, shape: t.shape, dtype: t.dtype }))
 }
 
-interface WasmHeapBackend { typedArrayFromHeap?: (info: tf.TensorInfo) => Float32Array }
+/** What `pinState` reaches inside tf's own backends to copy straight out of a tensor's storage. */
+interface StorageBackends {
+  /** wasm (tfjs-backend-wasm 4.x): a Float32Array view of the tensor's bytes in the wasm heap. */
+  typedArrayFromHeap?: (info: tf.TensorInfo) => Float32Array
+  /** cpu (tfjs-backend-cpu 4.x): the backend's DataStorage; `values` is the tensor's own array. */
+  data?: { get?: (dataId: tf.DataId) => { values?: unknown } | undefined }
+}
+
+/**
+ * The pinned tensor's values in place, without a copy, where the backend keeps them in this
+ * thread's memory: wasm (a view of the heap at the tensor's `memoryOffset`, fetched on every call
+ * because a heap growth replaces the heap's ArrayBuffer) and cpu (the stored TypedArray). Undefined
+ * elsewhere (webgpu, webgl, tensorflow), where the values must be downloaded.
+ */
+function storageView (t: tf.Tensor): Float32Array | undefined {
+  if (t.dtype !== 'float32') return undefined
+  const name = tf.getBackend()
+  const backend = tf.backend() as unknown as StorageBackends
+  if (name === 'wasm' && typeof backend.typedArrayFromHeap === 'function') return backend.typedArrayFromHeap(t)
+  if (name === 'cpu' && typeof backend.data?.get === 'function') {
+    const values = backend.data.get(t.dataId)?.values
+    if (values instanceof Float32Array && values.length === t.size) return values
+  }
+  return undefined
+}
 
 /**
  * Pins the model's parameters and optimiser slots at a step boundary, in O(number of tensors) and
  * without copying any values (the step that follows assigns new buffers to the variables; the
  * pinned ones stay as they were). Call it after the step's update and before the next one; do not
- * call it inside `tf.tidy`. `read` copies a tensor out later, off the hot path: on wasm straight
- * from the wasm heap (one copy), elsewhere through `data()`. `release` drops the references.
+ * call it inside `tf.tidy`. `read` and `readRange` copy values out later, off the hot path: on wasm
+ * and cpu straight from the backend's storage (one copy of just the requested values), elsewhere
+ * through one `data()` download per tensor (`readRange` keeps the last download until another
+ * tensor is read or the pin is released). `release` drops the references.
  */
 export function pinState (model: ModelLike, optimizer: tf.Optimizer | undefined, meta: StateMeta): PinnedState {
   const m = asTfModel(model)
@@ -219,27 +245,48 @@ export function pinState (model: ModelLike, optimizer: tf.Optimizer | undefined,
   }
   const frozenMeta = structuredClone(meta)
   let released = false
+  // One downloaded tensor for readRange on backends without a storage view.
+  let download: { index: number, values: Float32Array } | undefined
+  const entry = (index: number): { p: Pinned, spec: TensorSpec, size: number } => {
+    if (released) throw new ClosedError('Pinned state was released')
+    const p = pinned[index]
+    const spec = specs[index]
+    if (p === undefined || spec === undefined) throw new InvalidParametersError(`No pinned tensor ${index} (have ${pinned.length})`)
+    return { p, spec, size: shapeSize(spec.shape) }
+  }
   return {
     specs,
     meta: frozenMeta,
     async read (index, out) {
-      if (released) throw new ClosedError('Pinned state was released')
-      const p = pinned[index]
-      const spec = specs[index]
-      if (p === undefined || spec === undefined) throw new InvalidParametersError(`No pinned tensor ${index} (have ${pinned.length})`)
-      const size = shapeSize(spec.shape)
+      const { p, spec, size } = entry(index)
       if (out.length !== size) throw new InvalidParametersError(`Output for ${spec.name} has ${out.length} floats, needs ${size}`)
       if (p.kind === 'values') { out.set(p.values); return }
-      const backend = tf.backend() as WasmHeapBackend
-      if (tf.getBackend() === 'wasm' && typeof backend.typedArrayFromHeap === 'function') {
-        out.set(backend.typedArrayFromHeap(p.tensor))
-        return
-      }
+      const view = storageView(p.tensor)
+      if (view !== undefined) { out.set(view); return }
       await readInto(p.tensor, out)
+    },
+    async readRange (index, offset, out) {
+      const { p, spec, size } = entry(index)
+      if (!Number.isInteger(offset) || offset < 0 || offset + out.length > size) {
+        throw new InvalidParametersError(`Range [${offset}, ${offset + out.length}) is outside ${spec.name} (${size} floats)`)
+      }
+      const end = offset + out.length
+      if (p.kind === 'values') { out.set(p.values.subarray(offset, end)); return }
+      const view = storageView(p.tensor)
+      if (view !== undefined) { out.set(view.subarray(offset, end)); return }
+      if (download?.index !== index) {
+        download = undefined
+        if (p.tensor.dtype !== 'float32') throw new InvalidParametersError(`Tensor has dtype ${p.tensor.dtype}, only float32 is supported`)
+        const values = await p.tensor.data() as Float32Array
+        if (released) throw new ClosedError('Pinned state was released')
+        download = { index, values }
+      }
+      out.set(download.values.subarray(offset, end))
     },
     release () {
       if (released) return
       released = true
+      download = undefined
       for (const p of pinned) if (p.kind === 'tensor') p.tensor.dispose()
     }
   }

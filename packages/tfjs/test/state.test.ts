@@ -1,4 +1,4 @@
-import { afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { afterEach, beforeAll, describe, expect, it, onTestFinished } from 'vitest'
 import { stateDictsBitEqual, stateDictSpecs } from '@phalanx/core'
 import {
   applyGradients, computeGradients, createMnistMlp, createTransformerLm, extractState, fromLayersModel,
@@ -137,6 +137,52 @@ describe.each(BACKENDS)('state and gradients on %s', (backend) => {
     await expect(pin.read(0, new Float32Array(expected.tensors[0]?.data.length ?? 0))).rejects.toMatchObject({ name: 'ClosedError' })
   })
 
+  it('pinState readRange pieces equal a whole read bit-exactly and check their bounds', async () => {
+    start()
+    const m = own(createMnistMlp({ hidden: 24, seed: 5 }))
+    const opt = own(tf.train.adam(1e-2))
+    applyGradients(m, opt, (await computeGradients(m, mnistLoss, syntheticMnistBatch(4, 2))).grads)
+    const pin = pinState(m, opt, { step: 1, epoch: 0 })
+    const wanted: Float32Array[] = []
+    for (let i = 0; i < pin.specs.length; i++) {
+      const out = new Float32Array((pin.specs[i]?.shape ?? []).reduce((a, b) => a * b, 1))
+      await pin.read(i, out)
+      wanted.push(out)
+    }
+    // Later steps give the variables new buffers (and may grow the wasm heap); the pin must not move.
+    for (let s = 0; s < 2; s++) applyGradients(m, opt, (await computeGradients(m, mnistLoss, syntheticMnistBatch(4, 7 + s))).grads)
+    const readRange = pin.readRange?.bind(pin)
+    expect(readRange).toBeTypeOf('function')
+    if (readRange === undefined) return
+    let split = 0
+    // cpu and wasm keep values in this thread's memory: ranges are copied from there, never downloaded.
+    const backendImpl = tf.engine().backend
+    const realRead = backendImpl.read.bind(backendImpl)
+    let downloads = 0
+    backendImpl.read = async (dataId) => { downloads++; return await realRead(dataId) }
+    onTestFinished(() => { backendImpl.read = realRead })
+    for (let i = 0; i < wanted.length; i++) {
+      const want = wanted[i] as Float32Array
+      const got = new Float32Array(want.length).fill(Number.NaN)
+      // Uneven pieces (7, 1000, 7, 1000, ...) so ranges start and end anywhere inside the tensor.
+      for (let off = 0, k = 0; off < want.length; k++) {
+        const n = Math.min(want.length - off, k % 2 === 0 ? 7 : 1000)
+        await readRange(i, off, got.subarray(off, off + n))
+        off += n
+        if (off < want.length) split++
+      }
+      expect(Buffer.from(got.buffer).equals(Buffer.from(want.buffer)), pin.specs[i]?.name).toBe(true)
+    }
+    expect(split).toBeGreaterThan(100)
+    expect(downloads).toBe(0)
+    const size0 = wanted[0]?.length ?? 0
+    await expect(readRange(0, size0 - 3, new Float32Array(4))).rejects.toMatchObject({ name: 'InvalidParametersError' })
+    await expect(readRange(0, -1, new Float32Array(1))).rejects.toMatchObject({ name: 'InvalidParametersError' })
+    await expect(readRange(wanted.length, 0, new Float32Array(1))).rejects.toMatchObject({ name: 'InvalidParametersError' })
+    pin.release()
+    await expect(readRange(0, 0, new Float32Array(1))).rejects.toMatchObject({ name: 'ClosedError' })
+  })
+
   it('a tf.LayersModel is adapted with stable, process-independent names', async () => {
     start()
     const build = (): tf.Sequential => tf.sequential({ layers: [tf.layers.dense({ inputShape: [784], units: 8, activation: 'relu' }), tf.layers.dense({ units: 10 })] })
@@ -182,5 +228,47 @@ describe('cpu and wasm agree', () => {
     expect(Math.abs(cpu.loss - wasm.loss)).toBeLessThan(1e-4)
     expect(maxRelDiff(wasm.grads, cpu.grads)).toBeLessThan(1e-3)
     expect(cpu.grads.some((g) => g !== 0)).toBe(true)
+  })
+})
+
+describe('pinState on a backend without a storage view', () => {
+  it('readRange downloads a tensor once and serves its ranges from that copy', async () => {
+    // A cpu backend registered under another name: pinState cannot reach its storage, so it takes
+    // the path of webgpu/webgl/tensorflow (one data() download per tensor).
+    const name = 'cpu-download-test'
+    const Cpu = tf.findBackend('cpu')?.constructor as (new () => tf.KernelBackend) | undefined
+    expect(Cpu).toBeTypeOf('function')
+    if (Cpu === undefined) return
+    tf.registerBackend(name, () => new Cpu())
+    tf.copyRegisteredKernels('cpu', name)
+    try {
+      await tf.setBackend(name)
+      const m = createMnistMlp({ hidden: 8, seed: 1 })
+      const pin = pinState(m, undefined, { step: 0, epoch: 0 })
+      try {
+        const want = (await extractState(m)).tensors[0]?.data as Float32Array
+        const t = m.params[0]?.variable as tf.Variable
+        let downloads = 0
+        // The pinned tensor is a second handle on the variable's data; count downloads of that data.
+        const engine = tf.engine()
+        const realRead = engine.backend.read.bind(engine.backend)
+        engine.backend.read = async (dataId) => { if (dataId === t.dataId) downloads++; return await realRead(dataId) }
+        try {
+          const got = new Float32Array(want.length)
+          for (let off = 0; off < want.length; off += 1000) await pin.readRange?.(0, off, got.subarray(off, Math.min(want.length, off + 1000)))
+          expect(Buffer.from(got.buffer).equals(Buffer.from(want.buffer))).toBe(true)
+          expect(downloads).toBe(1)
+          expect(Math.ceil(want.length / 1000)).toBeGreaterThan(3)
+        } finally {
+          engine.backend.read = realRead
+        }
+      } finally {
+        pin.release()
+        m.dispose()
+      }
+    } finally {
+      await selectBackend({ prefer: 'cpu' })
+      tf.removeBackend(name)
+    }
   })
 })
