@@ -3,6 +3,10 @@
  * with a snapshot every step, and restore time from the L0 holder (a separate process over ZeroMQ
  * ipc) vs from the L2 disk store. Everything runs on the same state in one process run.
  *
+ * Trainer blocking is watched from outside the snapshotter (loopObserver: a 1 ms timer plus the
+ * thread's run-queue wait from /proc/thread-self/schedstat) during drains to the holder alone, to
+ * the L2 store alone, and to both, and on an idle loop for its floor.
+ *
  * Then the step-time overhead of a snapshot every step on real tfjs loops (transformer LM and MNIST
  * MLP on wasm, snapshots to a holder process): bench/lib/snapshot-overhead.ts.
  *
@@ -10,13 +14,14 @@
  * CKPT_TF_OVERHEAD (default 1; 0 skips the tfjs loops).
  */
 import { spawn } from 'node:child_process'
-import { closeSync, existsSync, fsyncSync, mkdtempSync, openSync, renameSync, rmSync, writeSync } from 'node:fs'
+import { closeSync, existsSync, fsyncSync, mkdtempSync, openSync, readSync, renameSync, rmSync, writeSync } from 'node:fs'
+import { PerformanceObserver } from 'node:perf_hooks'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { createStateDict, type NamedTensor, type PinnedState, type StateDict } from '@phalanx/core'
 import { zmqTransport } from '@phalanx/transport/zmq'
-import { createCheckpointStore, createHolderClient, createSnapshotter, pinStateDict, type HolderClient } from '@phalanx/checkpoint'
+import { createCheckpointStore, createHolderClient, createSnapshotter, pinStateDict, type CheckpointStore, type HolderClient, type SnapshotSink } from '@phalanx/checkpoint'
 import { pino } from 'pino'
 import { median, progress, writeBenchResult, type Metric } from '../report.js'
 
@@ -141,10 +146,11 @@ async function main (): Promise<void> {
   const mainMs: number[] = []
   const pinCopyMs: number[] = []
   const gapMs: number[] = []
+  const bothBlockMs: number[] = []
   for (let i = 0; i < ITER + 1; i++) {
     const before = snap.stats()
     const s = makeStateView(state, i + 2)
-    const gaps = loopGapMonitor()
+    const gaps = loopObserver()
     const t0 = performance.now()
     snap.capture(pinByReference(s))
     const t1 = performance.now()
@@ -152,7 +158,8 @@ async function main (): Promise<void> {
     const gap = gaps.stop()
     const after = snap.stats()
     if (i > 0) {
-      gapMs.push(gap)
+      gapMs.push(gap.delay)
+      bothBlockMs.push(gap.block)
       captureMs.push(t1 - t0)
       sliceMs.push(after.lastMaxSliceMs)
       drainMs.push(after.lastDrainMs)
@@ -163,7 +170,17 @@ async function main (): Promise<void> {
     }
   }
   const stats = snap.stats()
-  progress(`capture ${median(captureMs).toFixed(3)} ms, max slice ${Math.max(...sliceMs).toFixed(2)} ms (median ${median(sliceMs).toFixed(2)}), observed loop gap median ${median(gapMs).toFixed(2)} ms worst ${Math.max(...gapMs).toFixed(2)} ms, drain ${median(drainMs).toFixed(0)} ms, main-thread ${median(mainMs).toFixed(1)} ms; l0 ${stats.l0} l2 ${stats.l2}`)
+  progress(`capture ${median(captureMs).toFixed(3)} ms, max slice ${Math.max(...sliceMs).toFixed(2)} ms (median ${median(sliceMs).toFixed(2)}), observed loop delay median ${median(gapMs).toFixed(2)} ms worst ${Math.max(...gapMs).toFixed(2)} ms (block without run-queue wait: median ${median(bothBlockMs).toFixed(2)} ms), drain ${median(drainMs).toFixed(0)} ms, main-thread ${median(mainMs).toFixed(1)} ms; l0 ${stats.l0} l2 ${stats.l2}`)
+
+  // 2b. Each sink alone, seen from outside the snapshotter: the holder (ipc to the other process)
+  // and the L2 store (write + fsync + commit every drain), and the same observer on an idle loop.
+  const holderOnly = await observeDrains(state, ITER, { holder: client }, 0, 1000)
+  const l2Only = await observeDrains(state, ITER, { store }, 1, 2000)
+  const idle = await observeIdle(ITER, Math.max(50, Math.round(median([...holderOnly.drainMs, ...l2Only.drainMs]))))
+  const summary = (name: string, ws: LoopWindow[]): string => `${name}: delay median ${median(ws.map((w) => w.delay)).toFixed(2)} ms (worst ${Math.max(...ws.map((w) => w.delay)).toFixed(1)}), block median ${median(ws.map((w) => w.block)).toFixed(2)} ms (worst ${Math.max(...ws.map((w) => w.block)).toFixed(2)}), GCs ${ws.reduce((a, w) => a + w.gcs, 0)} (longest ${Math.max(0, ...ws.map((w) => w.gcMax)).toFixed(1)} ms)`
+  progress(summary('holder sink', holderOnly.windows) + `; drain ${median(holderOnly.drainMs).toFixed(0)} ms; first drain block ${holderOnly.first.block.toFixed(1)} ms`)
+  progress(summary('L2 sink', l2Only.windows) + `; drain ${median(l2Only.drainMs).toFixed(0)} ms; first drain block ${l2Only.first.block.toFixed(1)} ms`)
+  progress(summary('idle loop', idle))
 
   // 3. Restore: holder vs disk.
   const holderRestore: number[] = []
@@ -215,8 +232,16 @@ async function main (): Promise<void> {
   await snap.stop()
   await endpoint.close({ lingerMs: 0 })
 
-  // Per checkpoint: the capture call plus that drain's longest event-loop block (median over drains).
-  const blocking = median(captureMs) + median(sliceMs)
+  // Per checkpoint: the capture call plus the longest block of the trainer's loop a drain causes,
+  // seen from outside (median over drains, run-queue waits taken out), whichever sink it feeds: the
+  // holder alone, L2 alone, or both. The copy slices are part of what the observer sees; the
+  // snapshotter's own slice timing (event_loop_block_ms) is wall time and includes preemption.
+  const blockOf = (ws: LoopWindow[]): number => median(ws.map((w) => w.block))
+  const holderBlock = blockOf(holderOnly.windows)
+  const l2Block = blockOf(l2Only.windows)
+  const longestBlock = Math.max(holderBlock, l2Block, median(bothBlockMs))
+  const blocking = median(captureMs) + longestBlock
+  const delayOf = (ws: LoopWindow[]): number => median(ws.map((w) => w.delay))
   const metrics: Record<string, Metric> = {
     sync_save_ms: { value: sync, unit: 'ms', target: null, better: 'lower' },
     capture_ms: { value: median(captureMs), unit: 'ms', target: null, better: 'lower' },
@@ -224,6 +249,22 @@ async function main (): Promise<void> {
     event_loop_block_worst_ms: { value: Math.max(...sliceMs), unit: 'ms', target: null, better: 'lower' },
     event_loop_gap_observed_ms: { value: median(gapMs), unit: 'ms', target: null, better: 'lower' },
     event_loop_gap_observed_worst_ms: { value: Math.max(...gapMs), unit: 'ms', target: null, better: 'lower' },
+    event_loop_block_observed_ms: { value: median(bothBlockMs), unit: 'ms', target: null, better: 'lower' },
+    holder_loop_gap_ms: { value: delayOf(holderOnly.windows), unit: 'ms', target: null, better: 'lower' },
+    holder_loop_gap_ratio: { value: delayOf(holderOnly.windows) / sync, unit: 'x sync save', target: null, better: 'lower' },
+    holder_loop_block_ms: { value: holderBlock, unit: 'ms', target: null, better: 'lower' },
+    holder_loop_block_ratio: { value: holderBlock / sync, unit: 'x sync save', target: 0.02, better: 'lower' },
+    holder_loop_block_worst_ms: { value: Math.max(...holderOnly.windows.map((w) => w.block)), unit: 'ms', target: null, better: 'lower' },
+    holder_first_drain_block_ms: { value: holderOnly.first.block, unit: 'ms', target: null, better: 'lower' },
+    l2_loop_gap_ms: { value: delayOf(l2Only.windows), unit: 'ms', target: null, better: 'lower' },
+    l2_loop_gap_ratio: { value: delayOf(l2Only.windows) / sync, unit: 'x sync save', target: null, better: 'lower' },
+    l2_loop_block_ms: { value: l2Block, unit: 'ms', target: null, better: 'lower' },
+    l2_loop_block_ratio: { value: l2Block / sync, unit: 'x sync save', target: 0.02, better: 'lower' },
+    l2_loop_block_worst_ms: { value: Math.max(...l2Only.windows.map((w) => w.block)), unit: 'ms', target: null, better: 'lower' },
+    l2_first_drain_block_ms: { value: l2Only.first.block, unit: 'ms', target: null, better: 'lower' },
+    idle_loop_gap_ms: { value: delayOf(idle), unit: 'ms', target: null, better: 'lower' },
+    idle_loop_block_ms: { value: blockOf(idle), unit: 'ms', target: null, better: 'lower' },
+    drain_gc_count: { value: median([...holderOnly.windows, ...l2Only.windows].map((w) => w.gcs)), unit: 'count', target: null, better: 'lower' },
     blocking_ratio: { value: blocking / sync, unit: 'x sync save', target: 0.02, better: 'lower' },
     drain_main_thread_ratio: { value: median(mainMs) / sync, unit: 'x sync save', target: null, better: 'lower' },
     drain_wall_ms: { value: median(drainMs), unit: 'ms', target: null, better: 'lower' },
@@ -250,25 +291,103 @@ async function main (): Promise<void> {
   writeBenchResult('checkpoint', metrics, { stateMiB: STATE_MIB, iterations: ITER, steps: STEPS, step: 'simulated: 12 multiply-add passes over the state into new arrays (tf bridge not used)', ...tfLoops })
 }
 
+/** What {@link loopObserver} saw over one window. */
+interface LoopWindow {
+  /** Longest delay of a 1 ms timer beyond its due time, ms: everything that held the loop, preemption included. */
+  delay: number
+  /** The same delay minus the time the thread waited in the kernel's run queue meanwhile (preempted), ms. */
+  block: number
+  /** GC pauses that began in the window: count and longest, ms. */
+  gcs: number
+  gcMax: number
+}
+
 /**
- * Longest gap between event-loop turns seen from outside the snapshotter while it drains: a
- * setImmediate chain notes the time between consecutive turns. It sees everything that holds the
- * loop (copy slices, the ipc sends to the holder, L2 file bookkeeping, GC), not only the copy slices
- * the snapshotter measures itself.
+ * Watches the trainer's event loop from outside whatever runs on it: a 1 ms interval timer notes
+ * how late each tick fires (`delay`), and how much of that lateness the thread spent runnable but
+ * not running (`run_delay` of `/proc/thread-self/schedstat`, exact in ns; 0 where unavailable),
+ * so `block` is what code on the thread (JS, GC, a blocking syscall or lock) held it for, with the
+ * OS's preemption taken out. A setImmediate chain (the earlier observer) allocates an Immediate per
+ * turn: 100-170 scavenges per second of its own on an idle loop, whose pauses it then reported as
+ * stalls. This one allocates nothing per tick (timer reused, schedstat parsed from a reused buffer).
  */
-function loopGapMonitor (): { stop: () => number } {
-  let running = true
-  let last = performance.now()
-  let worst = 0
-  const tick = (): void => {
-    if (!running) return
-    const t = performance.now()
-    if (t - last > worst) worst = t - last
-    last = t
-    setImmediate(tick)
+function loopObserver (): { stop: () => LoopWindow } {
+  let fd: number | undefined
+  try { fd = openSync('/proc/thread-self/schedstat', 'r') } catch { fd = undefined }
+  const buf = Buffer.alloc(64)
+  const runDelayMs = (): number => {
+    if (fd === undefined) return 0
+    const n = readSync(fd, buf, 0, buf.length, 0)
+    let i = 0
+    while (i < n && buf[i] !== 32) i++
+    let ns = 0
+    for (i++; i < n && buf[i] !== 32; i++) ns = ns * 10 + (buf[i] as number) - 48
+    return ns / 1e6
   }
-  setImmediate(tick)
-  return { stop: () => { running = false; return worst } }
+  const w: LoopWindow = { delay: 0, block: 0, gcs: 0, gcMax: 0 }
+  const gcObs = new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) { w.gcs++; if (e.duration > w.gcMax) w.gcMax = e.duration }
+  })
+  gcObs.observe({ entryTypes: ['gc'] })
+  let last = performance.now()
+  let wait0 = runDelayMs()
+  const timer = setInterval(() => {
+    const t = performance.now()
+    const wait = runDelayMs()
+    const late = t - last - 1
+    if (late > w.delay) w.delay = late
+    if (late - (wait - wait0) > w.block) w.block = late - (wait - wait0)
+    last = t
+    wait0 = wait
+  }, 1)
+  return {
+    stop: () => {
+      clearInterval(timer)
+      gcObs.disconnect()
+      if (fd !== undefined) closeSync(fd)
+      return w
+    }
+  }
+}
+
+/**
+ * Drains `iterations + 1` snapshots (the first is a warm-up: staging allocation, JIT) through a
+ * snapshotter with only the given sinks, watching the loop during each drain.
+ */
+async function observeDrains (state: StateDict, iterations: number, sinks: { holder?: SnapshotSink, store?: CheckpointStore }, l2Every: number, firstStep: number): Promise<{ windows: LoopWindow[], first: LoopWindow, drainMs: number[], sliceMs: number[] }> {
+  const snap = createSnapshotter({ l2Every }, sinks)
+  snap.start()
+  const windows: LoopWindow[] = []
+  const drainMs: number[] = []
+  const sliceMs: number[] = []
+  let first: LoopWindow | undefined
+  try {
+    for (let i = 0; i < iterations + 1; i++) {
+      const obs = loopObserver()
+      snap.capture(pinByReference(makeStateView(state, firstStep + i)))
+      await snap.flush()
+      const w = obs.stop()
+      const st = snap.stats()
+      if (i === 0) { first = w; continue }
+      windows.push(w)
+      drainMs.push(st.lastDrainMs)
+      sliceMs.push(st.lastMaxSliceMs)
+    }
+  } finally {
+    await snap.stop()
+  }
+  return { windows, first: first as LoopWindow, drainMs, sliceMs }
+}
+
+/** The same observer on an idle loop, for as long as a drain takes: the floor of what it can see. */
+async function observeIdle (windows: number, ms: number): Promise<LoopWindow[]> {
+  const out: LoopWindow[] = []
+  for (let i = 0; i < windows; i++) {
+    const obs = loopObserver()
+    await new Promise<void>((resolve) => { setTimeout(resolve, ms) })
+    out.push(obs.stop())
+  }
+  return out
 }
 
 /** Same arrays, new step number: a pin of an unchanged state. */

@@ -82,11 +82,20 @@ export interface SnapshotterStats {
   lastStep: number | undefined
   /** Wall time of the last drain, ms. */
   lastDrainMs: number
-  /** Longest synchronous stretch (one slice of copies) of any drain on the caller's thread, ms. */
+  /** Longest slice of copies of any drain on the caller's thread, ms. */
   maxSliceMs: number
-  /** Longest synchronous stretch of the last drain, ms. */
+  /** Longest slice of copies of the last drain, ms. */
   lastMaxSliceMs: number
-  /** Total time drains ran on the caller's thread (copies and bookkeeping), ms. */
+  /**
+   * Longest synchronous stretch of any drain on the caller's thread, ms: a slice of copies, or the
+   * drain's own bookkeeping together with the synchronous part of a call into a sink (the holder
+   * client's request encoding and ZeroMQ send, the store's file calls) or the checksum thread.
+   * Work a sink does later in callbacks of its own (e.g. decoding a reply) is not included.
+   */
+  maxSyncMs: number
+  /** {@link maxSyncMs} of the last drain, ms. */
+  lastMaxSyncMs: number
+  /** Total time drains ran on the caller's thread (copies, bookkeeping, synchronous parts of sink calls), ms. */
   mainThreadMs: number
   /** Total time spent inside {@link Snapshotter.capture}, ms. */
   captureMs: number
@@ -149,7 +158,7 @@ export function createSnapshotter (init: SnapshotterInit = {}, components: Snaps
   // Copy rate out of pinned storage (floats per ms), measured by every piece and kept across drains
   // so the next drain sizes its first pieces right. Starts at a conservative 1 GB/s.
   let floatsPerMs = 250_000
-  const stats: SnapshotterStats = { captured: 0, skipped: 0, completed: 0, failed: 0, l0: 0, l2: 0, lastStep: undefined, lastDrainMs: 0, maxSliceMs: 0, lastMaxSliceMs: 0, mainThreadMs: 0, captureMs: 0 }
+  const stats: SnapshotterStats = { captured: 0, skipped: 0, completed: 0, failed: 0, l0: 0, l2: 0, lastStep: undefined, lastDrainMs: 0, maxSliceMs: 0, lastMaxSliceMs: 0, maxSyncMs: 0, lastMaxSyncMs: 0, mainThreadMs: 0, captureMs: 0 }
 
   const acquire = async (bytes: number, signal: AbortSignal): Promise<Uint8Array> => {
     const i = nextStaging
@@ -172,11 +181,29 @@ export function createSnapshotter (init: SnapshotterInit = {}, components: Snaps
     const started = now()
     let sliceStart = started
     stats.lastMaxSliceMs = 0
+    stats.lastMaxSyncMs = 0
+    const sync = (ms: number): void => {
+      stats.mainThreadMs += ms
+      if (ms > stats.maxSyncMs) stats.maxSyncMs = ms
+      if (ms > stats.lastMaxSyncMs) stats.lastMaxSyncMs = ms
+    }
     const slice = (): void => {
       const ms = now() - sliceStart
-      stats.mainThreadMs += ms
+      sync(ms)
       if (ms > stats.maxSliceMs) stats.maxSliceMs = ms
       if (ms > stats.lastMaxSliceMs) stats.lastMaxSliceMs = ms
+    }
+    // Every call that leaves the trainer's thread is timed up to the promise it returns: that part
+    // (request encoding, the ZeroMQ send, fs request setup) runs synchronously in this turn.
+    let segStart = started
+    const outside = async <T>(call: () => Promise<T>): Promise<T> => {
+      const p = call()
+      sync(now() - segStart)
+      try {
+        return await p
+      } finally {
+        segStart = now()
+      }
     }
     const step = pinned.meta.step
     try {
@@ -234,15 +261,17 @@ export function createSnapshotter (init: SnapshotterInit = {}, components: Snaps
         image.fill(0, at + e.length * 4, next === undefined ? plan.totalBytes : plan.dataStart + next.offset)
       }
       slice()
+      segStart = now()
       pinned.release()
-      crcWorker ??= createChecksumWorker()
-      const crcs = await crcWorker.crcs(image, chunkBytes, { signal })
+      const crc = crcWorker ??= createChecksumWorker()
+      const crcs = await outside(async () => await crc.crcs(image, chunkBytes, { signal }))
       const shard: ShardImage = { header: plan.header, dataStart: plan.dataStart, bytes: image, chunkBytes, crcs }
       let l0 = false
       let l2: CheckpointInfo | undefined
-      if (components.holder !== undefined) {
+      const holder = components.holder
+      if (holder !== undefined) {
         try {
-          await components.holder.put(shard, { signal })
+          await outside(async () => { await holder.put(shard, { signal }) })
           l0 = true
           stats.l0++
         } catch (err) {
@@ -253,8 +282,9 @@ export function createSnapshotter (init: SnapshotterInit = {}, components: Snaps
       const store = components.store
       if (store !== undefined && l2Every > 0 && (completedCount + 1) % l2Every === 0) {
         try {
-          await store.writeShardImage(step, shard, { signal })
-          l2 = await store.commit(step, { worldSize: 1, signal })
+          const record = await outside(async () => await store.writeShardImage(step, shard, { signal }))
+          // Commit from the record just written: no re-read and re-validation of it from disk.
+          l2 = await outside(async () => await store.commit(step, { worldSize: 1, records: [record], signal }))
           stats.l2++
         } catch (err) {
           if (signal.aborted) return undefined
@@ -262,6 +292,7 @@ export function createSnapshotter (init: SnapshotterInit = {}, components: Snaps
         }
       }
       completedCount++
+      sync(now() - segStart)
       stats.lastDrainMs = now() - started
       if (l0 || l2 !== undefined) { stats.completed++; stats.lastStep = step } else stats.failed++
       log.debug({ step, l0, l2: l2?.id, ms: stats.lastDrainMs }, 'snapshot drained')

@@ -426,13 +426,17 @@ export function createCheckpointStore (init: CheckpointStoreInit, components: Ch
       const chunk = first.chunkBytes
       const dir = tmpDir(step)
       const tensors: ManifestTensor[] = []
+      // Linear in the number of tensors: a model with thousands of them must not make the commit quadratic.
+      const firstLayout = JSON.stringify(first.header.layout)
+      const byName = new Map(first.header.layout.map((l) => [l.name, l]))
       for (const r of records) {
         if (r.chunkBytes !== chunk) throw new InvalidParametersError('Ranks used different chunk sizes')
-        if (JSON.stringify(r.header.layout) !== JSON.stringify(first.header.layout)) throw new InvalidParametersError(`Rank ${r.rank} wrote a different layout`)
+        if (r !== first && JSON.stringify(r.header.layout) !== firstLayout) throw new InvalidParametersError(`Rank ${r.rank} wrote a different layout`)
         const size = await storage.size(`${dir}/${r.file}`)
         if (size !== r.bytes) throw new CorruptCheckpointError(`${dir}/${r.file}: ${size ?? 'missing'} bytes, rank ${r.rank} reported ${r.bytes}`, { details: { step, rank: r.rank } })
         for (const e of r.header.entries) {
-          const l = r.header.layout.find((x) => x.name === e.name) as LayoutEntry
+          const l = byName.get(e.name)
+          if (l === undefined) throw new CorruptCheckpointError(`Rank ${r.rank} stored a piece of unknown tensor "${e.name}"`, { details: { step, rank: r.rank } })
           tensors.push({ name: e.name, shape: [...l.shape], dtype: 'float32', file: r.file, offset: r.dataStart + e.offset, length: e.length, tensorOffset: e.tensorOffset, globalOffset: e.globalOffset })
         }
       }
