@@ -1,12 +1,13 @@
 #!/usr/bin/env node
-// `npm run soak`: a long chaos soak on real processes. It runs the linear job (coordinator + 4
-// workers over loopback ZeroMQ, started by the `phalanx chaos` launch driver) again and again, each
-// run with a fresh fault seed and a dense mixed schedule (kill + restart, crash + join, SIGSTOP
-// hang, event-loop stall, slow/lossy network), until the time is up; every run must keep its
-// invariants (all steps committed once, in order, bit-identical to the one fault-free baseline).
+// `npm run soak`: a long chaos soak on real processes. It runs the linear job (coordinator + 5
+// workers over loopback ZeroMQ, a per-host snapshot holder, L2 checkpoints, started by the
+// `phalanx chaos` launch driver) again and again, each run with a fresh fault seed and a dense mixed
+// schedule (kill + restart, crash + join, SIGSTOP hang, event-loop stall, slow/lossy network, clock
+// skew, corrupt checkpoint writes), until the time is up; every run must keep its invariants (all
+// steps committed once, in order, bit-identical to the one fault-free baseline).
 // Writes <out-dir>/soak.json and soak.md. Needs a build (`npx tsc -b`).
 //
-//   npm run soak -- [--minutes 30] [--faults 500] [--steps 300] [--workers 4] [--seed 1000] [--out-dir docs/results]
+//   npm run soak -- [--minutes 30] [--faults 500] [--steps 300] [--workers 5] [--seed 1000] [--out-dir docs/results]
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
@@ -48,14 +49,18 @@ function scenarioFor (seed) {
     name: 'soak',
     description: 'Mixed process and network faults on real processes (npm run soak).',
     seed,
-    job: { workers, steps, minWorkers: 2, config: { jobOptions: { stepDelayMs: 3 } } },
+    // Snapshots: a killed worker restores its newest snapshot from the holder (which outlives it)
+    // before rejoining, so the job goes on even when every other holder of the state is gone too.
+    job: { workers, steps, minWorkers: 2, config: { snapshots: true, checkpoints: { every: 5 }, jobOptions: { stepDelayMs: 3 } } },
     faults: [
       { kind: 'kill', at: { everySteps: 40, fromStep: 10 }, restartAfterMs: 300 },
       { kind: 'crash', at: { everySteps: 70, fromStep: 30 } },
       { kind: 'join', at: { everySteps: 70, fromStep: 35 } },
       { kind: 'hang', at: { everySteps: 50, fromStep: 20 }, durationMs: 800 },
       { kind: 'stall', at: { everySteps: 45, fromStep: 25 }, durationMs: 700 },
-      { kind: 'network', at: { everySteps: 30, fromStep: 5 }, target: 'random-worker', delayMs: 2, jitterMs: 3, drop: 0.01, durationMs: 1500 }
+      { kind: 'network', at: { everySteps: 30, fromStep: 5 }, target: 'random-worker', delayMs: 2, jitterMs: 3, drop: 0.01, durationMs: 1500 },
+      { kind: 'clock-skew', at: { everySteps: 60, fromStep: 15 }, target: 'random-worker', offsetMs: 5000, driftPpm: 20000, durationMs: 3000 },
+      { kind: 'disk', at: { everySteps: 60, fromStep: 45 }, target: 'random-worker', fault: 'corrupt', path: '*.bin', bits: 4, durationMs: 3000 }
     ],
     invariants: { bitIdentical: true, minRecoveries: 1, mttr: { p99Ms: 10_000 }, timeoutMs: 240_000 }
   }, 'soak scenario')
@@ -122,7 +127,7 @@ const result = {
   durationMinutes: Number(durationMin.toFixed(2)),
   requestedMinutes: minutes,
   targetFaults,
-  job: { name: 'linear', workers, steps, stepDelayMs: 3, transport: 'zmq (loopback)' },
+  job: { name: 'linear', workers, steps, stepDelayMs: 3, transport: 'zmq (loopback)', snapshots: 'per-host holder', checkpoints: 'L2 every 5 snapshots' },
   runs: runs.length,
   failedRuns: failed,
   faults,
@@ -144,7 +149,7 @@ const ms = (x) => x.toFixed(0)
 const md = [
   '# Chaos soak (`npm run soak`)',
   '',
-  `Verdict: **${verdict.toUpperCase()}**, ${result.durationMinutes} min (requested ${minutes}), ${runs.length} runs of the linear job (${workers} workers, ${steps} steps, real processes over loopback ZeroMQ), ${failed} failed.`,
+  `Verdict: **${verdict.toUpperCase()}**, ${result.durationMinutes} min (requested ${minutes}), ${runs.length} runs of the linear job (${workers} workers, ${steps} steps, real processes over loopback ZeroMQ, a snapshot holder, L2 checkpoints), ${failed} failed.`,
   '',
   `- Faults injected: **${faults}** (target ${targetFaults}), ${result.faultsPerMinute}/min: ${Object.entries(byKind).map(([k, v]) => `${k} ${v}`).join(', ')}`,
   `- Steps committed: ${result.stepsCommitted}, steps lost: ${result.stepsLost}; every run bit-identical to the fault-free baseline: ${result.allBitIdentical}`,

@@ -29,7 +29,7 @@ export interface InjectedFault {
   step: number
   /** The planned trigger. */
   trigger: Trigger
-  /** Why nothing was done, when nothing was (no alive target). */
+  /** Why nothing was done, when nothing was (no alive target, the job already done, the injection failed). */
   skipped?: string
 }
 
@@ -215,6 +215,12 @@ async function execute (s: Scenario, planned: readonly Planned[], options: RunSc
   let stepsLost = 0
   const orderViolations: string[] = []
   let chain: Promise<void> = Promise.resolve()
+  /** Fault ends due at a time (SIGCONT, restarts), run beside the chain; awaited at the end. */
+  const sideTasks = new Set<Promise<void>>()
+  const track = (p: Promise<unknown>): void => {
+    const t: Promise<void> = p.then(() => {}, () => {}).finally(() => { sideTasks.delete(t) })
+    sideTasks.add(t)
+  }
   let stopped = false
   const stepQueue = planned.filter((p) => p.trigger.step !== undefined).sort((a, b) => (a.trigger.step as number) - (b.trigger.step as number) || a.fault - b.fault)
 
@@ -244,6 +250,12 @@ async function execute (s: Scenario, planned: readonly Planned[], options: RunSc
     const record: InjectedFault = { index: injected.length, fault: p.fault, kind: f.kind, targets, step: committed, trigger: p.trigger }
     injected.push(record)
     const details: Record<string, JsonValue> = { fault: p.fault, ...(f.name === undefined ? {} : { name: f.name }) }
+    if (committed >= s.job.steps || driver.status().phase === 'done') {
+      // The job is over: a process frozen or started now could never hear it, and nothing is left to hit.
+      record.skipped = 'job done'
+      log.append({ class: CLASS_OF[f.kind], kind: `${f.kind}-skipped`, target: '', step: committed, details })
+      return
+    }
     if (f.kind !== 'join' && targets.length === 0) {
       record.skipped = 'no alive target'
       log.append({ class: CLASS_OF[f.kind], kind: `${f.kind}-skipped`, target: '', step: committed, details })
@@ -257,11 +269,15 @@ async function execute (s: Scenario, planned: readonly Planned[], options: RunSc
           if (f.restartAfterMs !== undefined) {
             const t = clock.setTimeout(() => {
               timers.delete(t)
-              chain = chain.then(async () => {
-                if (stopped) return
-                log.append({ class: 'process', kind: 'restart', target: id, step: committed, details })
-                await driver.spawn({ id })
-              }).catch((err: unknown) => { logger.warn({ err, id }, 'restart failed') })
+              // Not queued behind pending injections: a restart is due after restartAfterMs, whatever
+              // else is slow (an injection waiting on a frozen process must not prolong an outage).
+              if (stopped) return
+              if (committed >= s.job.steps || driver.status().phase === 'done') {
+                log.append({ class: 'process', kind: 'restart-skipped', target: id, step: committed, details })
+                return
+              }
+              log.append({ class: 'process', kind: 'restart', target: id, step: committed, details })
+              track(driver.spawn({ id }).catch((err: unknown) => { logger.warn({ err, id }, 'restart failed') }))
             }, f.restartAfterMs)
             timers.add(t)
           }
@@ -273,7 +289,8 @@ async function execute (s: Scenario, planned: readonly Planned[], options: RunSc
           await driver.signal(id, 'SIGSTOP')
           const t = clock.setTimeout(() => {
             timers.delete(t)
-            chain = chain.then(async () => { if (!stopped) await driver.signal(id, 'SIGCONT') }).catch((err: unknown) => { logger.warn({ err, id }, 'SIGCONT failed') })
+            // Due after durationMs, not after whatever the chain is waiting on (see restarts above).
+            if (!stopped) track(driver.signal(id, 'SIGCONT').catch((err: unknown) => { logger.warn({ err, id }, 'SIGCONT failed') }))
           }, f.durationMs)
           timers.add(t)
         }
@@ -297,7 +314,17 @@ async function execute (s: Scenario, planned: readonly Planned[], options: RunSc
   }
 
   const enqueue = (p: Planned): void => {
-    chain = chain.then(async () => { await fire(p) }).catch((err: unknown) => {
+    chain = chain.then(async () => {
+      const at = injected.length
+      try {
+        await fire(p)
+      } catch (err) {
+        // Not counted as injected: the report must not claim a fault that never took effect.
+        const record = injected[at]
+        if (record !== undefined && record.skipped === undefined) record.skipped = `injection failed: ${(err as Error).message}`
+        throw err
+      }
+    }).catch((err: unknown) => {
       logger.warn({ err, fault: p.fault }, 'fault injection failed')
       log.append({ class: CLASS_OF[(s.faults[p.fault] as ScenarioFault).kind], kind: 'inject-failed', target: '', step: committed, details: { fault: p.fault, error: String((err as Error).message) } })
     })
@@ -352,6 +379,7 @@ async function execute (s: Scenario, planned: readonly Planned[], options: RunSc
     timers.clear()
     offCommit()
     await chain.catch(() => {})
+    await Promise.all([...sideTasks])
     for (const h of handles) await h.revert().catch(() => {})
     handles.clear()
     await driver.stop().catch((err: unknown) => { logger.warn({ err }, 'driver stop failed') })

@@ -91,7 +91,7 @@ export function createInProcessDriver (init: InProcessDriverInit = {}): JobDrive
         on: <E extends keyof EndpointEvents>(event: E, listener: EndpointEvents[E]) => event === 'peer:disconnect' ? () => {} : raw.on(event, listener)
       })
     const c = createCoordinator(coordinatorInit(spec), { endpoint, fence, store })
-    unsubscribes.push(c.on('commit', (e) => { for (const l of commitListeners) l(e) }))
+    unsubscribes.push(c.on('commit', (e) => { if (e.recomputed !== true) for (const l of commitListeners) l(e) }))
     await c.start()
     coordinator = c
     coordinatorEndpoint = raw

@@ -13,7 +13,7 @@
  */
 import { InvalidConfigError, createStateDict, type PhalanxConfig, type StateDict } from '@phalanx/core'
 import { createSampleOrder, type MicroBatch } from '@phalanx/worker'
-import { runStepLoop, type Job, type JobOptions, type StepTrainer } from './job.js'
+import { runStepLoop, type GradientContext, type Job, type JobOptions, type StepTrainer } from './job.js'
 
 /** Tunables of the linear job. */
 export interface LinearJobInit {
@@ -152,13 +152,24 @@ export function createLinearModel (config: PhalanxConfig, init: LinearJobInit = 
         if (f !== undefined && f.length === frozen.length) frozen.set(f)
       }
     },
-    gradient (mb: MicroBatch) {
+    gradient (mb: MicroBatch, _step: number, context?: GradientContext) {
       if (delayMs > 0) busy(delayMs)
       const g = new Float64Array(size)
       const n = mb.end - mb.start
+      // Label flipping on a regression: each target is class 1 (y ≥ 0) or 0; a target whose class
+      // the hook changes is trained with its sign flipped (y → −y).
+      let flipped: Int32Array | undefined
+      let classes: Int32Array | undefined
+      if (context?.labels !== undefined) {
+        classes = new Int32Array(n)
+        for (let p = mb.start; p < mb.end; p++) classes[p - mb.start] = (ys[order.indexOf(p)] as number) >= 0 ? 1 : 0
+        flipped = context.labels(classes)
+      }
       for (let p = mb.start; p < mb.end; p++) {
         const i = order.indexOf(p)
-        const e = (2 * residual(i)) / n
+        const k = p - mb.start
+        const r = flipped !== undefined && flipped[k] !== (classes as Int32Array)[k] ? residual(i) + 2 * (ys[i] as number) : residual(i)
+        const e = (2 * r) / n
         for (let j = 0; j < features; j++) g[j] = (g[j] as number) + e * (xs[i * features + j] as number)
         g[features] = (g[features] as number) + e
       }

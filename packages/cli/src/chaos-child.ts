@@ -9,17 +9,22 @@
  *   frozen process);
  * - `{ type: 'chaos-revert', ref }` → the handle of `ref` is reverted, answered the same way.
  *
- * What a launched child cannot do is refused by the agent (`InvalidParametersError`): clock skew
- * (the coordinator and workers use the system clock), Byzantine gradients and label flips (the
- * built-in jobs take no gradient hook), disk faults (children write no checkpoints).
+ * The child is also composed with a `skewedClock` (clock skew; the coordinator and worker run on
+ * it), its gradients and labels pass through the agent's hooks (`byzantine`, `label-flip`; jobs
+ * built on `runStepLoop`), and a worker that writes L2 checkpoints (`PHALANX_CHECKPOINT_DIR`) writes
+ * them through `chaosStorage` (`disk`). A fault needing a part the process lacks (a disk fault on
+ * a process without checkpoints) is refused by the agent with `InvalidParametersError`.
  *
  * @module
  */
 import {
-  componentLogger,
+  componentLogger, systemClock,
   type Endpoint, type EndpointEvents, type EndpointInit, type EpochFence, type Logger, type PhalanxConfig, type Transport
 } from '@phalanx/core'
-import { chaosTransport, createChaosAgent, type ChaosAgent, type ChaosTransport, type InjectionHandle, type InProcessFault } from '@phalanx/chaos'
+import {
+  chaosStorage, chaosTransport, createChaosAgent, skewedClock,
+  type ChaosAgent, type ChaosStorage, type ChaosStorageTarget, type ChaosTransport, type GradientHook, type InjectionHandle, type InProcessFault, type LabelHook, type SkewedClock
+} from '@phalanx/chaos'
 import { openEndpoint } from './compose.js'
 
 /** Environment variable that turns the chaos glue on in a child: JSON {@link ChildChaosSettings}. */
@@ -70,6 +75,14 @@ export interface ChildChaos {
   readonly agent: ChaosAgent
   /** The chaos transport the endpoint was opened through (once {@link openEndpoint} ran). */
   readonly transport: ChaosTransport | undefined
+  /** The process clock: the system clock until a `clock-skew` fault skews it. */
+  readonly clock: SkewedClock
+  /** Gradient hook of the training loop (identity until a `byzantine` fault). */
+  readonly gradientHook: GradientHook
+  /** Label hook of the training loop (identity until a `label-flip` fault). */
+  readonly labelHook: LabelHook
+  /** Wraps the process's checkpoint storage with `chaosStorage`, so `disk` faults reach its writes. */
+  wrapStorage<S extends ChaosStorageTarget>(storage: S): ChaosStorage<S>
   /** Opens the process endpoint like `openEndpoint` of `compose.ts`, through `chaosTransport`. */
   openEndpoint(config: PhalanxConfig, init: { id: string, listen: string, logger: Logger, fence?: EpochFence }): Promise<Endpoint>
   /**
@@ -93,10 +106,14 @@ function isControl (m: unknown): m is ChaosControlMessage {
 export function createChildChaos (init: ChildChaosInit, components: ChildChaosComponents): ChildChaos {
   const logger = componentLogger(components.logger, 'chaos-child')
   let transport: ChaosTransport | undefined
+  let storage: ChaosStorage<ChaosStorageTarget> | undefined
+  const clock = skewedClock(systemClock(), {}, { target: init.id })
   const handles = new Map<number, InjectionHandle>()
-  // The agent reads its transport at apply time: it is created before the endpoint is opened.
+  // Re-created whenever a part is attached (before the job starts, so no applied fault is lost).
   const agentOf = (): ChaosAgent => createChaosAgent({ id: init.id }, {
     ...(transport === undefined ? {} : { transport, log: transport.log }),
+    ...(storage === undefined ? {} : { storage }),
+    clock,
     logger: components.logger,
     // Deferred so the acknowledgement leaves before the event loop stops.
     stall: (ms) => {
@@ -136,6 +153,15 @@ export function createChildChaos (init: ChildChaosInit, components: ChildChaosCo
   return {
     get agent () { return agent },
     get transport () { return transport },
+    clock,
+    gradientHook: (g, context) => agent.gradientHook(g, context),
+    labelHook: (l, context) => agent.labelHook(l, context),
+    wrapStorage<S extends ChaosStorageTarget> (inner: S): ChaosStorage<S> {
+      const wrapped = chaosStorage(inner, { seed: init.seed }, { clock, ...(transport === undefined ? {} : { log: transport.log }) })
+      storage = wrapped
+      agent = agentOf()
+      return wrapped
+    },
     coordinatorOverrides: init.recovery === false ? { hangFloorMs: 7_200_000 } : {},
     async openEndpoint (config, o) {
       const zmq: Transport = {

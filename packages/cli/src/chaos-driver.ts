@@ -9,10 +9,10 @@
  * @module
  */
 import { spawn, type ChildProcess } from 'node:child_process'
-import { closeSync, mkdirSync, openSync, writeFileSync } from 'node:fs'
+import { closeSync, mkdirSync, openSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import {
-  ClosedError, InvalidConfigError, InvalidParametersError, TimeoutError, componentLogger, raceSignal, resolveConfig,
+  ClosedError, InvalidConfigError, InvalidParametersError, TimeoutError, componentLogger, fromWire, raceSignal, resolveConfig,
   type AbortOptions, type Logger, type PhalanxConfig
 } from '@phalanx/core'
 import type {
@@ -51,7 +51,8 @@ export interface LaunchDriverInit {
    */
   lastCallMs?: number
   /**
-   * After the job is done, how long workers get to exit on their own before they are stopped.
+   * After the job is done, how long workers get to exit on their own before they are sent
+   * `SIGCONT` + `SIGTERM`; after as long again, survivors get `SIGKILL`.
    * @default 3000
    */
   exitGraceMs?: number
@@ -76,8 +77,14 @@ export interface LaunchDriver extends JobDriver {
   readonly currentRunDir: string | undefined
 }
 
-/** What a launched child can do to itself, honestly (see chaos-child.ts for why the rest cannot). */
-const SUPPORTED: ReadonlySet<FaultKind> = new Set<FaultKind>(['kill', 'hang', 'join', 'crash', 'stall', 'network', 'partition'])
+/**
+ * Every fault class reaches a launched child: signals, the agent's IPC faults on its chaos transport,
+ * skewed clock and training hooks, and `disk` on workers that write checkpoints (`job.config.checkpoints`;
+ * elsewhere the child refuses it and the runner records the fault as not injected).
+ */
+const SUPPORTED: ReadonlySet<FaultKind> = new Set<FaultKind>([
+  'kill', 'hang', 'join', 'crash', 'stall', 'network', 'partition', 'byzantine', 'label-flip', 'disk', 'clock-skew'
+])
 
 interface Child {
   id: string
@@ -103,13 +110,22 @@ function toRecovery (r: { reason: string, peers: string[], step: number, detectM
  * Splits a scenario's `job.config` into the job to run, its options, and configuration overrides.
  * @throws `InvalidConfigError` for a job name or options of the wrong type
  */
-export function splitJobConfig (config: Readonly<Record<string, unknown>>): { job?: string, jobOptions?: Record<string, unknown>, overrides: Record<string, unknown> } {
-  const { job, jobOptions, ...overrides } = config
+export function splitJobConfig (config: Readonly<Record<string, unknown>>): { job?: string, jobOptions?: Record<string, unknown>, snapshots?: boolean, checkpointEvery?: number, overrides: Record<string, unknown> } {
+  const { job, jobOptions, snapshots, checkpoints, ...overrides } = config
+  if (snapshots !== undefined && typeof snapshots !== 'boolean') throw new InvalidConfigError(`job.config.snapshots must be true or false, got ${JSON.stringify(snapshots)}`)
+  let checkpointEvery: number | undefined
+  if (checkpoints !== undefined && checkpoints !== false) {
+    const every = checkpoints === true ? 5 : typeof checkpoints === 'object' && checkpoints !== null ? (checkpoints as { every?: unknown }).every : undefined
+    if (typeof every !== 'number' || !Number.isInteger(every) || every < 1) throw new InvalidConfigError(`job.config.checkpoints must be true, false or { every: <positive integer> }, got ${JSON.stringify(checkpoints)}`)
+    checkpointEvery = every
+  }
   if (job !== undefined && typeof job !== 'string') throw new InvalidConfigError(`job.config.job must be a job name or module path, got ${JSON.stringify(job)}`)
   if (jobOptions !== undefined && (typeof jobOptions !== 'object' || jobOptions === null || Array.isArray(jobOptions))) throw new InvalidConfigError('job.config.jobOptions must be an object')
   return {
     ...(job === undefined ? {} : { job }),
     ...(jobOptions === undefined ? {} : { jobOptions: jobOptions as Record<string, unknown> }),
+    ...(snapshots === undefined ? {} : { snapshots }),
+    ...(checkpointEvery === undefined ? {} : { checkpointEvery }),
     overrides
   }
 }
@@ -141,6 +157,10 @@ export function createLaunchDriver (init: LaunchDriverInit, components: LaunchDr
   let doneEvent: { committed: number, epoch: number } | undefined
   let failure: Error | undefined
   let coordinatorReady: (() => void) | undefined
+  /** The per-host snapshot holder (`job.config.snapshots`): its own process group, never a fault target. */
+  let holder: { proc: ChildProcess, exited: Promise<void>, address: string } | undefined
+  /** Workers write L2 checkpoints every this many snapshots (`job.config.checkpoints`), through chaosStorage. */
+  let checkpointEvery: number | undefined
   // Wakes `finished()` when something it waits on changed (done, a child exited, a failure).
   const wakers = new Set<() => void>()
   const wake = (): void => { for (const w of [...wakers]) w() }
@@ -162,6 +182,11 @@ export function createLaunchDriver (init: LaunchDriverInit, components: LaunchDr
         break
       }
       case 'recovery': recoveries.push(toRecovery(e.record)); break
+      case 'failed':
+        // The coordinator's own words (e.g. which committed step was lost), not just its exit code.
+        failure ??= fromWire({ ...e.error, retryable: false })
+        wake()
+        break
       case 'done':
         doneEvent = { committed: e.committed, epoch: e.epoch }
         committed = e.committed
@@ -182,11 +207,17 @@ export function createLaunchDriver (init: LaunchDriverInit, components: LaunchDr
     const dir = runDir as string
     const out = openSync(join(dir, `${id}.out`), 'a')
     const settings: ChildChaosSettings = { seed: init.seed ?? 1, recovery: spec?.recovery !== false }
+    const env: NodeJS.ProcessEnv = { ...process.env, [CHAOS_ENV]: JSON.stringify(settings) }
+    if (role === 'worker' && holder !== undefined) env.PHALANX_HOLDER = holder.address
+    if (role === 'worker' && checkpointEvery !== undefined) {
+      env.PHALANX_CHECKPOINT_DIR = join(dir, 'checkpoints')
+      env.PHALANX_CHECKPOINT_EVERY = String(checkpointEvery)
+    }
     let proc: ChildProcess
     try {
       proc = spawn(process.execPath, [...(init.nodeArgs ?? []), init.bin, ...args, '--log-file', join(dir, `${id}.log`)], {
         stdio: ['ignore', out, out, 'ipc'],
-        env: { ...process.env, [CHAOS_ENV]: JSON.stringify(settings) }
+        env
       })
     } finally {
       closeSync(out)
@@ -217,6 +248,37 @@ export function createLaunchDriver (init: LaunchDriverInit, components: LaunchDr
     return child
   }
 
+  const startHolder = async (options: AbortOptions): Promise<void> => {
+    const dir = runDir as string
+    const address = `ipc://${join(dir, 'holder.sock')}`
+    const out = openSync(join(dir, 'holder.out'), 'a')
+    let proc: ChildProcess
+    try {
+      // Its own process group, as `phalanx launch --snapshots` does: signals aimed at trainers never reach it.
+      proc = spawn(process.execPath, [...(init.nodeArgs ?? []), init.bin, 'holder', '--job', 'chaos', '--listen', address, '--dir', join(dir, 'holder'), '--log-file', join(dir, 'holder.log')], {
+        stdio: ['ignore', out, out, 'ipc'], detached: true
+      })
+    } finally {
+      closeSync(out)
+    }
+    const exited = new Promise<void>((resolve) => { proc.once('exit', () => { resolve() }) })
+    holder = { proc, exited, address }
+    const ready = new Promise<void>((resolve) => {
+      proc.on('message', (m: unknown) => { if (isProcessEvent(m) && (m as { type: string }).type === 'holder-ready') resolve() })
+    })
+    const signal = options.signal ?? new AbortController().signal
+    await raceSignal(Promise.race([ready, exited.then(() => { throw new ClosedError(`the snapshot holder exited before it was ready; see ${join(dir, 'holder.out')}`) })]), signal)
+  }
+
+  const stopHolder = async (): Promise<void> => {
+    const h = holder
+    holder = undefined
+    if (h === undefined || h.proc.exitCode !== null || h.proc.signalCode !== null) return
+    h.proc.kill('SIGTERM')
+    const kill = setTimeout(() => { h.proc.kill('SIGKILL') }, 3000)
+    try { await h.exited } finally { clearTimeout(kill) }
+  }
+
   const startWorker = (id: string): Child =>
     spawnChild(id, 'worker', ['worker', '--config', configFile, '--coordinator', address, '--id', id, '--job', jobName, ...jobOptArgs, '--out', join(runDir as string, `${id}.result.json`)])
 
@@ -227,6 +289,13 @@ export function createLaunchDriver (init: LaunchDriverInit, components: LaunchDr
   }
 
   const command = async (c: Child, message: ChaosControlMessage): Promise<void> => {
+    if (c.stopped) {
+      // A SIGSTOPped child cannot answer: the message waits in its IPC pipe and takes effect when it
+      // is continued. Waiting for the acknowledgement would hold every later fault (and the SIGCONT
+      // itself) for ackTimeoutMs.
+      await new Promise<void>((resolve, reject) => { c.proc.send(message, (err) => { if (err !== null) reject(err); else resolve() }) })
+      return
+    }
     let timer: NodeJS.Timeout | undefined
     try {
       const ack = await new Promise<ChaosAckEvent>((resolve, reject) => {
@@ -264,6 +333,8 @@ export function createLaunchDriver (init: LaunchDriverInit, components: LaunchDr
     async start (job, options = {}) {
       if (phase !== 'stopped') throw new InvalidParametersError('The launch driver is already running a job; stop it first')
       const split = splitJobConfig(job.config)
+      const snapshots = split.snapshots === true
+      checkpointEvery = split.checkpointEvery
       const base = { preset: 'local', job: { globalBatch: 64, microBatch: 8 }, log: { level: 'info' } }
       const jobLayer = { job: { id: 'chaos', steps: job.steps, minWorkers: job.minWorkers, seed: job.seed, deterministic: job.deterministic } }
       // Recovery disabled: nothing is ever suspected (the control that must fail).
@@ -278,6 +349,9 @@ export function createLaunchDriver (init: LaunchDriverInit, components: LaunchDr
       jobOptArgs = Object.entries(opts).flatMap(([k, v]) => ['--job-opt', `${k}=${JSON.stringify(v)}`])
       starts++
       runDir = join(init.runDir, `run-${starts}`)
+      // A WAL, holder slots or checkpoints left by an earlier run in the same directory would be
+      // resumed as if they were this job's: every start begins empty.
+      rmSync(runDir, { recursive: true, force: true })
       mkdirSync(runDir, { recursive: true })
       configFile = join(runDir, 'config.json')
       writeFileSync(configFile, JSON.stringify(config, null, 2) + '\n')
@@ -295,6 +369,7 @@ export function createLaunchDriver (init: LaunchDriverInit, components: LaunchDr
       phase = 'starting'
       logger.info({ runDir, workers: job.workers, steps: job.steps, job: jobName }, 'starting job')
       try {
+        if (snapshots) await startHolder(options)
         await startCoordinator(init.lastCallMs ?? 1500, options)
         for (let i = 1; i <= job.workers; i++) startWorker(`worker-${i}`)
       } catch (err) {
@@ -312,6 +387,8 @@ export function createLaunchDriver (init: LaunchDriverInit, components: LaunchDr
 
     async signal (id: string, sig: ProcessSignal) {
       const c = alive(id)
+      // After the end nothing may be frozen: it could never hear that the job is done.
+      if (sig === 'SIGSTOP' && doneEvent !== undefined) throw new InvalidParametersError(`The job is done: ${id} is not stopped`)
       if (sig === 'SIGKILL') c.faulted = true
       if (sig === 'SIGSTOP') c.stopped = true
       if (sig === 'SIGCONT') c.stopped = false
@@ -345,6 +422,8 @@ export function createLaunchDriver (init: LaunchDriverInit, components: LaunchDr
 
     async spawn (options = {}) {
       if (phase === 'stopped' || spec === undefined) throw new InvalidParametersError('The launch driver runs no job')
+      // A process started after the end would only wait for a seat that never comes.
+      if (doneEvent !== undefined) throw new InvalidParametersError('The job is done: nothing is spawned after it')
       if (options.id === 'coordinator') {
         const old = children.get('coordinator')
         if (old?.alive === true) throw new InvalidParametersError('The coordinator is running')
@@ -363,7 +442,7 @@ export function createLaunchDriver (init: LaunchDriverInit, components: LaunchDr
     },
 
     status () {
-      return { phase, committed, epoch, members: [...members], ...(loss === undefined ? {} : { loss }) }
+      return { phase: doneEvent !== undefined && phase === 'running' ? 'done' : phase, committed, epoch, members: [...members], ...(loss === undefined ? {} : { loss }) }
     },
 
     onCommit (listener) {
@@ -386,8 +465,23 @@ export function createLaunchDriver (init: LaunchDriverInit, components: LaunchDr
           const workers = [...children.values()].filter((c) => c.role === 'worker')
           if (doneEvent !== undefined && workers.every((c) => !c.alive)) break
           if (doneEvent !== undefined && grace === undefined) {
-            // Members heard `done` and exit at once; a worker still waiting for a seat is stopped.
-            grace = setTimeout(() => { for (const c of workers) if (c.alive) { if (c.stopped) c.proc.kill('SIGCONT'); c.proc.kill('SIGTERM') } }, init.exitGraceMs ?? 3000)
+            // Members heard `done` and exit at once, spares on their next heartbeat. Whoever is left
+            // after the grace (a process still frozen, one that never reached the coordinator) is
+            // continued and asked to stop, then killed after a second grace; `leaks()` reports any
+            // that outlive even that.
+            const graceMs = init.exitGraceMs ?? 3000
+            let round = 0
+            const sweep = (): void => {
+              round++
+              for (const c of children.values()) {
+                if (c.role !== 'worker' || !c.alive) continue
+                logger.warn({ id: c.id, round }, round === 1 ? 'worker still running after the job is done; stopping it' : 'worker ignored SIGTERM; killing it')
+                if (c.stopped) { c.proc.kill('SIGCONT'); c.stopped = false }
+                c.proc.kill(round === 1 ? 'SIGTERM' : 'SIGKILL')
+              }
+              if (round < 2) grace = setTimeout(sweep, graceMs)
+            }
+            grace = setTimeout(sweep, graceMs)
           }
           await new Promise<void>((resolve) => { wakeUp = resolve; wakers.add(resolve) })
           if (wakeUp !== undefined) wakers.delete(wakeUp)
@@ -411,8 +505,9 @@ export function createLaunchDriver (init: LaunchDriverInit, components: LaunchDr
     },
 
     async stop () {
-      if (phase === 'stopped' && [...children.values()].every((c) => !c.alive)) return
+      if (phase === 'stopped' && [...children.values()].every((c) => !c.alive) && holder === undefined) return
       await stopAll()
+      await stopHolder()
       for (const resolve of acks.values()) resolve({ type: 'chaos-ack', ref: -1, ok: false, error: 'driver stopped' })
       acks.clear()
       phase = 'stopped'

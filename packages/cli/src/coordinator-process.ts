@@ -97,12 +97,13 @@ export async function runCoordinatorProcess (init: CoordinatorProcessInit, compo
   const endpoint = components.chaos === undefined
     ? await openEndpoint(config, { id: 'coordinator', listen: init.listen, logger, fence })
     : await components.chaos.openEndpoint(config, { id: 'coordinator', listen: init.listen, logger, fence })
-  const coordinator = createCoordinator(coordinatorInitFromConfig(config, { lastCallMs: init.lastCallMs ?? 0, ...components.chaos?.coordinatorOverrides }), { endpoint, store, logger, fence })
+  const coordinator = createCoordinator(coordinatorInitFromConfig(config, { lastCallMs: init.lastCallMs ?? 0, ...components.chaos?.coordinatorOverrides }), { endpoint, store, logger, fence, ...(components.chaos === undefined ? {} : { clock: components.chaos.clock }) })
   const status = (): JobStatus => statusOf(config, endpoint.address, coordinator, () => endpoint.stats(), () => fence.dropped)
   let server: Server | undefined
   const offs = [
     coordinator.on('quorum', (e) => { emit({ type: 'quorum', epoch: e.epoch, step: e.step, active: e.active, members: e.members, reason: e.reason }) }),
-    coordinator.on('commit', (e) => { emit({ type: 'commit', step: e.step, epoch: e.epoch }) }),
+    // A recomputed step (its state was lost with every holder) was reported when first committed.
+    coordinator.on('commit', (e) => { if (e.recomputed !== true) emit({ type: 'commit', step: e.step, epoch: e.epoch }) }),
     coordinator.on('suspect', (e) => { emit({ type: 'suspect', peers: e.peers, reason: e.reason, epoch: e.epoch }) }),
     coordinator.on('recovery', (r) => { emit({ type: 'recovery', record: r }) })
   ]
@@ -127,7 +128,11 @@ export async function runCoordinatorProcess (init: CoordinatorProcessInit, compo
     }
     logger.info({ address: endpoint.address, statusUrl, wal: init.wal }, 'coordinator listening')
     emit({ type: 'ready', address: endpoint.address, ...(statusUrl === undefined ? {} : { statusUrl }) })
-    const result = await coordinator.finished(options)
+    const result = await coordinator.finished(options).catch((err: unknown) => {
+      // The launcher learns why, not only that the process exited (its report names the cause).
+      if (options.signal?.aborted !== true) emit({ type: 'failed', error: { name: (err as Error).name, message: (err as Error).message } })
+      throw err
+    })
     const drainMs = init.drainMs ?? Math.max(500, 3 * config.timeouts.heartbeatIntervalMs)
     // Workers waiting for a seat learn that the job is done from their next heartbeat reply.
     let timer: NodeJS.Timeout | undefined

@@ -17,6 +17,8 @@ export type CoordinatorProcessEvent =
   | { type: 'suspect', peers: string[], reason: string, epoch: number }
   | { type: 'recovery', record: RecoveryRecord }
   | { type: 'done', committed: number, epoch: number, status: JobStatus }
+  /** The job failed for good (e.g. `QuorumLostError` naming the committed step that was lost). */
+  | { type: 'failed', error: { name: string, message: string } }
 
 /** Worker process events. */
 export type WorkerProcessEvent =

@@ -136,7 +136,7 @@ export async function runHaCoordinatorProcess (
     }), { endpoint, store, logger, fence })
     const offs = [
       coordinator.on('quorum', (e) => { emit({ type: 'quorum', epoch: e.epoch, step: e.step, active: e.active, members: e.members, reason: e.reason }) }),
-      coordinator.on('commit', (e) => { emit({ type: 'commit', step: e.step, epoch: e.epoch }) }),
+      coordinator.on('commit', (e) => { if (e.recomputed !== true) emit({ type: 'commit', step: e.step, epoch: e.epoch }) }),
       coordinator.on('suspect', (e) => { emit({ type: 'suspect', peers: e.peers, reason: e.reason, epoch: e.epoch }) }),
       coordinator.on('recovery', (r) => { emit({ type: 'recovery', record: r }) })
     ]

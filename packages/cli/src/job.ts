@@ -15,7 +15,7 @@
 import {
   InvalidParametersError, StepAbortedError, bytesOf, crc32c, flattenStateDict,
   createStateDict,
-  type AbortOptions, type Aggregator, type Endpoint, type Logger, type PhalanxConfig, type PinnedState, type StateDict, type StateMeta
+  type AbortOptions, type Aggregator, type Clock, type Endpoint, type Logger, type PhalanxConfig, type PinnedState, type StateDict, type StateMeta
 } from '@phalanx/core'
 import { pinStateDict } from '@phalanx/checkpoint'
 import { createWorker, workerInitFromConfig, type MicroBatch, type SnapshotHooks, type StateHooks, type Worker } from '@phalanx/worker'
@@ -56,6 +56,32 @@ export interface JobRunContext {
   report: (progress: JobProgress) => void
   /** Called with the worker once it exists, so the process can subscribe to its events. */
   onWorker?: (worker: Worker) => void
+  /**
+   * The process clock (a skewed one under `phalanx chaos`).
+   * @default the system clock
+   */
+  clock?: Clock
+  /**
+   * Replaces the micro-batch gradients this worker reports before the reduce (a Byzantine worker
+   * under `phalanx chaos`); returns as many arrays, of the same lengths.
+   * @default identity
+   */
+  gradientHook?: (gradients: readonly Float32Array[], step: number) => Float32Array[]
+  /**
+   * Maps the class labels a micro-batch is trained on (label flipping under `phalanx chaos`).
+   * @default identity
+   */
+  labelHook?: (labels: ArrayLike<number>, step: number) => Int32Array
+}
+
+/** What {@link runStepLoop} hands a trainer with each micro-batch. */
+export interface GradientContext {
+  /**
+   * Maps the micro-batch's class labels to those to train on (label flipping); absent = identity.
+   * A trainer without class labels may map its targets onto classes to honour it (the linear job
+   * flips the sign of a target whose class changed).
+   */
+  labels?: (labels: ArrayLike<number>) => Int32Array
 }
 
 /** What a finished job returns: its final state and last metrics. */
@@ -99,7 +125,7 @@ export interface StepTrainer {
   /** Committed state for healing (parameters and optimiser slots). */
   readonly state: StateHooks
   /** Mean gradient of the samples of global positions `[mb.start, mb.end)`. */
-  gradient(mb: MicroBatch, step: number): Float32Array | Promise<Float32Array>
+  gradient(mb: MicroBatch, step: number, context?: GradientContext): Float32Array | Promise<Float32Array>
   /** Applies the aggregated gradient of committed step `step`. */
   apply(aggregate: Float32Array, step: number): void | Promise<void>
   /** Loss (and accuracy) of the current state, for progress reports. Optional. */
@@ -127,6 +153,7 @@ export async function runStepLoop (context: JobRunContext, trainer: StepTrainer,
     workerInitFromConfig(context.config, { size: trainer.size, coordinatorAddress: context.coordinatorAddress }),
     {
       endpoint: context.endpoint, state: trainer.state, logger: context.logger,
+      ...(context.clock === undefined ? {} : { clock: context.clock }),
       ...(context.aggregator === undefined ? {} : { aggregator: context.aggregator }),
       ...(context.snapshots === undefined
         ? {}
@@ -146,8 +173,11 @@ export async function runStepLoop (context: JobRunContext, trainer: StepTrainer,
   await worker.start()
   try {
     for await (const step of worker.steps({ signal })) {
-      const grads: Float32Array[] = []
-      for (const mb of step.microBatches) grads.push(await trainer.gradient(mb, step.step))
+      let grads: Float32Array[] = []
+      const labelHook = context.labelHook
+      const gctx: GradientContext | undefined = labelHook === undefined ? undefined : { labels: (l) => labelHook(l, step.step) }
+      for (const mb of step.microBatches) grads.push(await trainer.gradient(mb, step.step, gctx))
+      if (context.gradientHook !== undefined && grads.length > 0) grads = context.gradientHook(grads, step.step)
       let aggregate: Float32Array
       try {
         aggregate = await step.reduce(grads)

@@ -6,9 +6,9 @@
  * @module
  */
 import { mkdirSync, writeFileSync, renameSync } from 'node:fs'
-import { dirname } from 'node:path'
+import { dirname, join } from 'node:path'
 import { InvalidConfigError, shapeSize, type AbortOptions, type Endpoint, type Logger, type PhalanxConfig, type PinnedState, type StateMeta } from '@phalanx/core'
-import { createHolderClient, createSnapshotter, type Snapshotter } from '@phalanx/checkpoint'
+import { createCheckpointStore, createHolderClient, createLocalStorage, createSnapshotter, restoreBest, type CheckpointStore, type HolderClient, type Snapshotter } from '@phalanx/checkpoint'
 import type { SnapshotHooks } from '@phalanx/worker'
 import { aggregatorFromConfig, openEndpoint } from './compose.js'
 import type { ChildChaos } from './chaos-child.js'
@@ -45,6 +45,18 @@ export interface WorkerProcessInit {
    * @default the `PHALANX_SNAPSHOT_EVERY` environment variable, else 1
    */
   snapshotEvery?: number
+  /**
+   * Directory of this worker's L2 checkpoints (a store in `<dir>/<id>`): every
+   * {@link checkpointEvery}th snapshot is also written there, and a restarted worker restores the
+   * newest intact one of L0 and L2 (a torn or corrupt file is detected by its CRC-32C and passed over).
+   * @default the `PHALANX_CHECKPOINT_DIR` environment variable, else none
+   */
+  checkpointDir?: string
+  /**
+   * Every this many snapshots also go to the L2 store.
+   * @default the `PHALANX_CHECKPOINT_EVERY` environment variable, else 5
+   */
+  checkpointEvery?: number
   /**
    * Minimum interval between progress events.
    * @default 250
@@ -101,25 +113,51 @@ export async function runWorkerProcess (init: WorkerProcessInit, components: Wor
   const holderAddress = init.holder ?? process.env.PHALANX_HOLDER
   const every = init.snapshotEvery ?? Number(process.env.PHALANX_SNAPSHOT_EVERY ?? 1)
   if (!Number.isInteger(every) || every < 1) throw new InvalidConfigError(`snapshot interval must be a positive integer, got ${String(every)}`)
+  const checkpointDir = init.checkpointDir ?? process.env.PHALANX_CHECKPOINT_DIR
+  const l2Every = init.checkpointEvery ?? Number(process.env.PHALANX_CHECKPOINT_EVERY ?? 5)
+  if (!Number.isInteger(l2Every) || l2Every < 1) throw new InvalidConfigError(`checkpoint interval must be a positive integer, got ${String(l2Every)}`)
   let snapshotter: Snapshotter | undefined
   let snapshots: ((pin: (meta: StateMeta) => PinnedState) => SnapshotHooks) | undefined
-  if (holderAddress !== undefined && holderAddress !== '') {
-    // The owner is the worker id: a process restarted with the same id finds its snapshots.
-    const client = createHolderClient({ owner: id, address: holderAddress }, { endpoint, logger })
-    const snap = createSnapshotter({ l2Every: 0 }, { holder: client, logger })
+  // The owner is the worker id: a process restarted with the same id finds its snapshots.
+  const client: HolderClient | undefined = holderAddress !== undefined && holderAddress !== '' ? createHolderClient({ owner: id, address: holderAddress }, { endpoint, logger }) : undefined
+  let store: CheckpointStore | undefined
+  if (checkpointDir !== undefined && checkpointDir !== '') {
+    const local = createLocalStorage({ dir: join(checkpointDir, id) })
+    // Under `phalanx chaos` the writes go through chaosStorage, so disk faults reach them.
+    store = createCheckpointStore({ keep: 3 }, { storage: components.chaos === undefined ? local : components.chaos.wrapStorage(local), logger })
+  }
+  if (client !== undefined || store !== undefined) {
+    const snap = createSnapshotter({ l2Every: store === undefined ? 0 : l2Every }, { ...(client === undefined ? {} : { holder: client }), ...(store === undefined ? {} : { store }), logger })
     snap.start()
     snapshotter = snap
+    const sources = { ...(client === undefined ? {} : { holder: client }), ...(store === undefined ? {} : { store }) }
     snapshots = (pin) => ({
       every,
       // A capture skipped because the previous drain is still running is retried by the worker.
       capture: (meta) => snap.capture(pin(meta)).reason !== 'busy',
       restore: async (step, opts) => {
-        const held = await client.latest(opts)
+        const held = client === undefined ? undefined : await client.latest(opts)
         if (held?.step !== step) {
           logger.info({ step, held: held?.step }, 'the snapshot holder has no snapshot of this step; healing from peers')
           return undefined
         }
-        return (await client.restore(opts)).state
+        return (await (client as HolderClient).restore(opts)).state
+      },
+      // A restarted worker adopts its newest intact snapshot (L0 or L2) before it joins: the job may
+      // have no other holder of the committed state left. Corrupt or torn candidates are skipped.
+      latest: async (opts) => {
+        try {
+          const best = await restoreBest(sources, { ...opts, logger })
+          for (const sk of best.skipped) logger.warn({ tier: sk.tier, step: sk.step, err: sk.error }, 'restore candidate passed over')
+          logger.info({ tier: best.tier, step: best.step }, 'newest intact snapshot found')
+          return best.state
+        } catch (err) {
+          if ((err as Error).name === 'NotFoundError') {
+            logger.info({ err: (err as Error).message, details: (err as { details?: unknown }).details }, 'no restorable snapshot; joining empty-handed')
+            return undefined
+          }
+          throw err
+        }
       }
     })
   }
@@ -136,6 +174,13 @@ export async function runWorkerProcess (init: WorkerProcessInit, components: Wor
       ...(snapshots === undefined ? {} : { snapshots }),
       logger,
       signal,
+      ...(components.chaos === undefined
+        ? {}
+        : {
+            clock: components.chaos.clock,
+            gradientHook: (g: readonly Float32Array[], step: number) => (components.chaos as ChildChaos).gradientHook(g, { step, worker: id }),
+            labelHook: (l: ArrayLike<number>, step: number) => (components.chaos as ChildChaos).labelHook(l, { step, worker: id })
+          }),
       report (p) {
         const now = performance.now()
         // Losses are always worth sending; bare step counts only now and then.

@@ -68,6 +68,16 @@ export interface CoordinatorInit {
    */
   compactEvery?: number
   /**
+   * Deterministic jobs only: when no live worker holds the committed state but enough workers hold
+   * an older step (restored from their snapshots), how long the rendezvous waits for a holder to come
+   * back before it rewinds to the newest step they hold and recomputes the lost steps, which the
+   * canonical reduction reproduces bit for bit (re-commits are flagged `recomputed`). Never rewinds
+   * to step 0 (a worker with nothing restored); without any such worker the rendezvous times out with
+   * a `QuorumLostError` naming the lost step.
+   * @default 2 × suspectAfterMs
+   */
+  recomputeAfterMs?: number
+  /**
    * Port of the metrics HTTP server (`/metrics`, `/status`); 0 picks a free port; absent = no server.
    * @default undefined
    */
@@ -126,8 +136,12 @@ export interface RecoveryRecord {
 export interface CoordinatorEvents {
   /** A new epoch was published. */
   quorum: (event: { epoch: number, step: number, active: boolean, members: string[], assignment: number[], reason: string }) => void
-  /** A step was committed (after its record was durable). `loss`: mean micro-batch loss, when every member reported one. */
-  commit: (event: { step: number, epoch: number, cursor: number, loss?: number }) => void
+  /**
+   * A step was committed (after its record was durable). `loss`: mean micro-batch loss, when every
+   * member reported one. `recomputed`: a step committed before, whose state was lost with every
+   * worker holding it, computed again from an older snapshot (see `recomputeAfterMs`).
+   */
+  commit: (event: { step: number, epoch: number, cursor: number, loss?: number, recomputed?: boolean }) => void
   /** Members were suspected and removed. */
   suspect: (event: { peers: string[], reason: string, epoch: number }) => void
   /** A recovery finished with its first commit. */
@@ -244,6 +258,9 @@ export function createCoordinator (init: CoordinatorInit, components: Coordinato
   const rebalanceEvery = init.rebalanceEvery ?? 10
   const rebalanceThreshold = init.rebalanceThreshold ?? 0.2
   const compactEvery = init.compactEvery ?? 1000
+  const recomputeAfterMs = init.recomputeAfterMs ?? 2 * init.suspectAfterMs
+  /** Steps below this were committed once already and are being recomputed after a state loss. */
+  let recomputeUntil = 0
   const detector: FailureDetector = createFailureDetector({
     suspectAfterMs: init.suspectAfterMs,
     stepTimeoutMs: init.stepTimeoutMs,
@@ -488,7 +505,8 @@ export function createCoordinator (init: CoordinatorInit, components: Coordinato
     lastLoss = loss
     closeRecovery()
     votes.clear()
-    emit('commit', loss === undefined ? { step, epoch, cursor } : { step, epoch, cursor, loss })
+    const recomputed = step < recomputeUntil
+    emit('commit', { step, epoch, cursor, ...(loss === undefined ? {} : { loss }), ...(recomputed ? { recomputed } : {}) })
     const ids = members.map((m) => m.id)
     if (committed >= init.steps) {
       phase = 'done'
@@ -639,10 +657,38 @@ export function createCoordinator (init: CoordinatorInit, components: Coordinato
         else { metrics.stepsAborted.inc(); await reconfigure('overdue') }
         return
       }
+      if (phase === 'rendezvous' && init.deterministic && now - rendezvousSince > recomputeAfterMs) {
+        const pool = [...members, ...waiting.values()]
+        const held = pool.map(effectiveCommitted)
+        const to = Math.max(0, ...held.filter((c) => c < committed))
+        if (pool.length >= init.minWorkers && !held.some((c) => c === committed) && to > 0) {
+          // Every holder of the committed state is gone; the workers here restored an older step.
+          // The canonical reduction recomputes the lost steps bit for bit from the newest of them.
+          log.warn({ lost: committed, from: to, workers: pool.map((m) => `${m.id}@${effectiveCommitted(m)}`).sort() }, 'no live worker holds the committed state; recomputing the lost steps from the newest state held')
+          recomputeUntil = Math.max(recomputeUntil, committed)
+          committed = to
+          cursor = to * init.globalBatch
+          rendezvousSince = now
+          await reconfigure('recompute')
+          return
+        }
+      }
       if (phase === 'rendezvous' && now - rendezvousSince > init.rendezvousTimeoutMs) {
         phase = 'failed'
-        finishedError = new QuorumLostError(`Fewer than ${init.minWorkers} workers within ${init.rendezvousTimeoutMs} ms`, { details: { members: members.length, waiting: waiting.size } })
-        log.error({ members: members.length, waiting: waiting.size }, 'rendezvous timed out')
+        const everyone = [...members, ...waiting.values()]
+        const holders = everyone.filter((m) => effectiveCommitted(m) === committed)
+        if (everyone.length >= init.minWorkers && holders.length === 0) {
+          // Enough workers, none of them holding the committed state: the state itself is gone, and
+          // no quorum could ever resume the job without a checkpoint. Say so, not "too few workers".
+          const held = everyone.map((m) => `${m.id}@${effectiveCommitted(m)}`).sort()
+          finishedError = new QuorumLostError(
+            `Committed state of step ${committed} lost: no member or waiting worker holds it (workers hold: ${held.join(', ')}); restart from a checkpoint`,
+            { details: { reason: 'state-lost', lostStep: committed, workers: held } }
+          )
+        } else {
+          finishedError = new QuorumLostError(`Fewer than ${init.minWorkers} workers within ${init.rendezvousTimeoutMs} ms`, { details: { reason: 'too-few-workers', members: members.length, waiting: waiting.size } })
+        }
+        log.error({ members: members.length, waiting: waiting.size, committed, err: finishedError.message }, 'rendezvous timed out')
         settle()
       }
     })

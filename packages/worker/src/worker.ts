@@ -94,6 +94,13 @@ export interface SnapshotHooks {
    * then heals from its peers).
    */
   restore(step: number, options: Required<AbortOptions>): Promise<StateDict | undefined>
+  /**
+   * The newest local snapshot, whatever its step (`meta.step`), or undefined when there is none.
+   * When given, a worker restores it before its first join and announces that step: a restarted
+   * process whose peers are all gone too can then serve the newest committed state to the job
+   * instead of joining empty-handed (the coordinator admits it as the source of that step).
+   */
+  latest?(options: Required<AbortOptions>): Promise<StateDict | undefined>
 }
 
 /** Collaborators of {@link createWorker}. */
@@ -504,6 +511,9 @@ export function createWorker (init: WorkerInit, components: WorkerComponents): W
       const reply = await endpoint.request(coordinatorId, { type: ElasticMessage.heartbeat, body }, { timeoutMs: suspectAfterMs, signal: life.signal })
       const r = parseBody(heartbeatReplySchema, reply.header.body, 'heartbeat reply')
       coordinatorHeard = clock.now()
+      // Checked first: a worker that joined after the end (a spare) is unknown to the coordinator, and
+      // joining again would be answered `spare` forever; the job is over, so it ends instead.
+      if (r.done === true) { done = true; settlePending(r.committed); notify(); return }
       if (!r.known) {
         log.info({ epoch: r.epoch }, 'coordinator does not know this worker; joining again')
         joined = false
@@ -516,7 +526,6 @@ export function createWorker (init: WorkerInit, components: WorkerComponents): W
         return
       }
       if (r.quorum !== undefined) onQuorum(r.quorum)
-      if (r.done === true) { done = true; settlePending(r.committed); notify() }
     } catch (err) {
       log.debug({ err: (err as Error).name }, 'heartbeat failed')
     } finally {
@@ -528,6 +537,10 @@ export function createWorker (init: WorkerInit, components: WorkerComponents): W
     if (joining) return
     joining = true
     try {
+      if (!restoredAtStart) {
+        restoredAtStart = true
+        await restoreLatest()
+      }
       while (started && !joined) {
         const body: JoinBody = { id: me, address: endpoint.address, incarnation, size, committed, ...(pending !== undefined && !pending.settled ? { pending: pending.step } : {}), ...(init.capabilities === undefined ? {} : { capabilities: init.capabilities }) }
         try {
@@ -874,6 +887,34 @@ export function createWorker (init: WorkerInit, components: WorkerComponents): W
     return true
   }
 
+  /**
+   * Before the first join: adopts the newest local snapshot (a restarted process), so the join
+   * announces the step this worker can serve. A failure only costs the shortcut: the worker then
+   * joins empty-handed and heals from its peers.
+   */
+  const restoreLatest = async (): Promise<void> => {
+    if (snapshots?.latest === undefined || committed > 0) return
+    const t0 = clock.now()
+    try {
+      const st = await snapshots.latest({ signal: life.signal })
+      if (st === undefined || st.meta.step <= 0 || committed > 0) return
+      await hooks.set({ tensors: st.tensors, meta: st.meta })
+      committed = st.meta.step
+      nextStep = st.meta.step
+      snapshot = undefined
+      lastCaptured = st.meta.step
+      const ms = clock.now() - t0
+      let bytes = 0
+      for (const t of st.tensors) bytes += t.data.byteLength
+      log.info({ step: committed, bytes, ms }, 'restored from the local snapshot before joining')
+      emit('restore', { step: committed, bytes, ms })
+    } catch (err) {
+      if (life.signal.aborted) return
+      log.warn({ err: (err as Error).name }, 'could not restore the newest local snapshot; joining without it')
+    }
+  }
+  let restoredAtStart = false
+
   /** Pulls the committed state of step `target` from the up-to-date members, striped over all of them. */
   const heal = async (q: QuorumBody, target: number, signal: AbortSignal): Promise<void> => {
     const t0 = clock.now()
@@ -1027,7 +1068,9 @@ export function createWorker (init: WorkerInit, components: WorkerComponents): W
         return now === undefined || now === 'done' || now.q !== q || now.e !== e || now.s !== s
       }
       if (stale()) continue
-      if (committed < s) {
+      // Behind: heal. Ahead: the quorum recomputes steps whose state was lost with their holders
+      // (the coordinator rewound to the newest state held); this worker adopts that state too.
+      if (committed !== s) {
         const ctl = new AbortController()
         const off = (): void => { ctl.abort(new StepAbortedError('epoch changed during heal')) }
         const unsubscribe = (): void => { waiters.delete(check) }
