@@ -10,8 +10,12 @@
  * Then the step-time overhead of a snapshot every step on real tfjs loops (transformer LM and MNIST
  * MLP on wasm, snapshots to a holder process): bench/lib/snapshot-overhead.ts.
  *
+ * The L2 sink runs twice, alternated in CKPT_L2_ROUNDS rounds: written and committed by the
+ * snapshotter's worker thread (the default, `l2_*`) and by the trainer's thread (`l2Thread: false`,
+ * `l2_main_*`), so the two are compared under the same load.
+ *
  * Env: CKPT_STATE_MIB (default 64), CKPT_ITER (default 5), CKPT_STEPS (default 12),
- * CKPT_TF_OVERHEAD (default 1; 0 skips the tfjs loops).
+ * CKPT_L2_ROUNDS (default 2), CKPT_TF_OVERHEAD (default 1; 0 skips the tfjs loops).
  */
 import { spawn } from 'node:child_process'
 import { closeSync, existsSync, fsyncSync, mkdtempSync, openSync, readSync, renameSync, rmSync, writeSync } from 'node:fs'
@@ -21,13 +25,18 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { createStateDict, type NamedTensor, type PinnedState, type StateDict } from '@phalanx/core'
 import { zmqTransport } from '@phalanx/transport/zmq'
-import { createCheckpointStore, createHolderClient, createSnapshotter, pinStateDict, type CheckpointStore, type HolderClient, type SnapshotSink } from '@phalanx/checkpoint'
+import {
+  DEFAULT_CHUNK_BYTES, buildShardFile, createChecksumWorker, createCheckpointStore, createHolderClient, createSnapshotter, layoutOf, pinStateDict, planShard,
+  type CheckpointStore, type HolderClient, type SnapshotSink, type SnapshotterInit
+} from '@phalanx/checkpoint'
 import { pino } from 'pino'
 import { median, progress, writeBenchResult, type Metric } from '../report.js'
 
 const STATE_MIB = Number(process.env.CKPT_STATE_MIB ?? 64)
 const ITER = Number(process.env.CKPT_ITER ?? 5)
 const STEPS = Number(process.env.CKPT_STEPS ?? 12)
+/** Rounds of the L2 comparison (writer thread vs trainer thread, alternated). */
+const L2_ROUNDS = Number(process.env.CKPT_L2_ROUNDS ?? 2)
 const root = fileURLToPath(new URL('../../', import.meta.url))
 const scratch = mkdtempSync(join(tmpdir(), 'phx-bench-ckpt-'))
 const shmBase = existsSync('/dev/shm') ? '/dev/shm' : tmpdir()
@@ -175,11 +184,37 @@ async function main (): Promise<void> {
   // 2b. Each sink alone, seen from outside the snapshotter: the holder (ipc to the other process)
   // and the L2 store (write + fsync + commit every drain), and the same observer on an idle loop.
   const holderOnly = await observeDrains(state, ITER, { holder: client }, 0, 1000)
-  const l2Only = await observeDrains(state, ITER, { store }, 1, 2000)
+  // L2 written and committed by the worker thread (the default) and, for comparison in the same run,
+  // by the trainer's thread (l2Thread: false), alternated in rounds so load drifts hit both alike.
+  const l2Only: DrainRun = { windows: [], drainMs: [], sliceMs: [], inThread: 0 }
+  const l2Main: DrainRun = { windows: [], drainMs: [], sliceMs: [], inThread: 0 }
+  for (let r = 0; r < L2_ROUNDS; r++) {
+    const order = r % 2 === 0 ? [true, false] : [false, true]
+    for (const thread of order) {
+      const run = await observeDrains(state, ITER, { store }, 1, 2000 + 100 * (2 * r + (thread ? 0 : 1)), { l2Thread: thread })
+      const into = thread ? l2Only : l2Main
+      into.first ??= run.first
+      into.windows.push(...run.windows)
+      into.drainMs.push(...run.drainMs)
+      into.sliceMs.push(...run.sliceMs)
+      into.inThread += run.inThread
+    }
+  }
   const idle = await observeIdle(ITER, Math.max(50, Math.round(median([...holderOnly.drainMs, ...l2Only.drainMs]))))
   const summary = (name: string, ws: LoopWindow[]): string => `${name}: delay median ${median(ws.map((w) => w.delay)).toFixed(2)} ms (worst ${Math.max(...ws.map((w) => w.delay)).toFixed(1)}), block median ${median(ws.map((w) => w.block)).toFixed(2)} ms (worst ${Math.max(...ws.map((w) => w.block)).toFixed(2)}), GCs ${ws.reduce((a, w) => a + w.gcs, 0)} (longest ${Math.max(0, ...ws.map((w) => w.gcMax)).toFixed(1)} ms)`
   progress(summary('holder sink', holderOnly.windows) + `; drain ${median(holderOnly.drainMs).toFixed(0)} ms; first drain block ${holderOnly.first.block.toFixed(1)} ms`)
-  progress(summary('L2 sink', l2Only.windows) + `; drain ${median(l2Only.drainMs).toFixed(0)} ms; first drain block ${l2Only.first.block.toFixed(1)} ms`)
+  progress(summary('L2 sink, writer thread', l2Only.windows) + `; drain ${median(l2Only.drainMs).toFixed(0)} ms; first drain block ${(l2Only.first?.block ?? 0).toFixed(1)} ms; ${l2Only.inThread} of ${l2Only.windows.length + L2_ROUNDS} in the thread`)
+  progress(summary('L2 sink, trainer thread', l2Main.windows) + `; drain ${median(l2Main.drainMs).toFixed(0)} ms; first drain block ${(l2Main.first?.block ?? 0).toFixed(1)} ms; ${l2Main.inThread} in the thread`)
+  // The commit alone (no copy slices, which bound the per-drain block above at ~1 ms): the same
+  // staged image written and committed by the worker thread vs through the store on this thread.
+  const commits = await observeCommits(state, store, ITER, L2_ROUNDS)
+  progress(summary('L2 commit alone, writer thread', commits.thread.windows) + `; ${median(commits.thread.ms).toFixed(0)} ms per commit`)
+  progress(summary('L2 commit alone, trainer thread', commits.main.windows) + `; ${median(commits.main.ms).toFixed(0)} ms per commit`)
+  // Control: the same bytes written + fsynced by ANOTHER process while this loop idles. Whatever
+  // block this shows is the machine's (interrupts, page-cache and writeback work of the kernel, the
+  // hypervisor), which no placement of the writes inside the trainer's process can remove.
+  const otherIo = await observeOtherProcessWrites(bytes, ITER * L2_ROUNDS)
+  progress(summary('64 MiB write + fsync by another process', otherIo.windows) + `; ${median(otherIo.ms).toFixed(0)} ms per write`)
   progress(summary('idle loop', idle))
 
   // 3. Restore: holder vs disk.
@@ -239,6 +274,7 @@ async function main (): Promise<void> {
   const blockOf = (ws: LoopWindow[]): number => median(ws.map((w) => w.block))
   const holderBlock = blockOf(holderOnly.windows)
   const l2Block = blockOf(l2Only.windows)
+  const l2MainBlock = blockOf(l2Main.windows)
   const longestBlock = Math.max(holderBlock, l2Block, median(bothBlockMs))
   const blocking = median(captureMs) + longestBlock
   const delayOf = (ws: LoopWindow[]): number => median(ws.map((w) => w.delay))
@@ -261,7 +297,22 @@ async function main (): Promise<void> {
     l2_loop_block_ms: { value: l2Block, unit: 'ms', target: null, better: 'lower' },
     l2_loop_block_ratio: { value: l2Block / sync, unit: 'x sync save', target: 0.02, better: 'lower' },
     l2_loop_block_worst_ms: { value: Math.max(...l2Only.windows.map((w) => w.block)), unit: 'ms', target: null, better: 'lower' },
-    l2_first_drain_block_ms: { value: l2Only.first.block, unit: 'ms', target: null, better: 'lower' },
+    l2_first_drain_block_ms: { value: l2Only.first?.block ?? 0, unit: 'ms', target: null, better: 'lower' },
+    l2_drain_wall_ms: { value: median(l2Only.drainMs), unit: 'ms', target: null, better: 'lower' },
+    l2_main_loop_gap_ms: { value: delayOf(l2Main.windows), unit: 'ms', target: null, better: 'lower' },
+    l2_main_loop_block_ms: { value: l2MainBlock, unit: 'ms', target: null, better: 'lower' },
+    l2_main_loop_block_ratio: { value: l2MainBlock / sync, unit: 'x sync save', target: null, better: 'lower' },
+    l2_main_loop_block_worst_ms: { value: Math.max(...l2Main.windows.map((w) => w.block)), unit: 'ms', target: null, better: 'lower' },
+    l2_main_drain_wall_ms: { value: median(l2Main.drainMs), unit: 'ms', target: null, better: 'lower' },
+    l2_thread_vs_main_block: { value: l2Block / l2MainBlock, unit: 'x trainer-thread L2', target: null, better: 'lower' },
+    l2_commit_loop_block_ms: { value: blockOf(commits.thread.windows), unit: 'ms', target: null, better: 'lower' },
+    l2_commit_loop_block_worst_ms: { value: Math.max(...commits.thread.windows.map((w) => w.block)), unit: 'ms', target: null, better: 'lower' },
+    l2_commit_main_loop_block_ms: { value: blockOf(commits.main.windows), unit: 'ms', target: null, better: 'lower' },
+    l2_commit_main_loop_block_worst_ms: { value: Math.max(...commits.main.windows.map((w) => w.block)), unit: 'ms', target: null, better: 'lower' },
+    l2_commit_ms: { value: median(commits.thread.ms), unit: 'ms', target: null, better: 'lower' },
+    l2_commit_main_ms: { value: median(commits.main.ms), unit: 'ms', target: null, better: 'lower' },
+    other_process_io_loop_gap_ms: { value: delayOf(otherIo.windows), unit: 'ms', target: null, better: 'lower' },
+    other_process_io_loop_block_ms: { value: blockOf(otherIo.windows), unit: 'ms', target: null, better: 'lower' },
     idle_loop_gap_ms: { value: delayOf(idle), unit: 'ms', target: null, better: 'lower' },
     idle_loop_block_ms: { value: blockOf(idle), unit: 'ms', target: null, better: 'lower' },
     drain_gc_count: { value: median([...holderOnly.windows, ...l2Only.windows].map((w) => w.gcs)), unit: 'count', target: null, better: 'lower' },
@@ -354,8 +405,11 @@ function loopObserver (): { stop: () => LoopWindow } {
  * Drains `iterations + 1` snapshots (the first is a warm-up: staging allocation, JIT) through a
  * snapshotter with only the given sinks, watching the loop during each drain.
  */
-async function observeDrains (state: StateDict, iterations: number, sinks: { holder?: SnapshotSink, store?: CheckpointStore }, l2Every: number, firstStep: number): Promise<{ windows: LoopWindow[], first: LoopWindow, drainMs: number[], sliceMs: number[] }> {
-  const snap = createSnapshotter({ l2Every }, sinks)
+/** Loop windows and timings of the drains of {@link observeDrains}. */
+interface DrainRun { windows: LoopWindow[], first?: LoopWindow, drainMs: number[], sliceMs: number[], inThread: number }
+
+async function observeDrains (state: StateDict, iterations: number, sinks: { holder?: SnapshotSink, store?: CheckpointStore }, l2Every: number, firstStep: number, init: SnapshotterInit = {}): Promise<DrainRun & { first: LoopWindow }> {
+  const snap = createSnapshotter({ ...init, l2Every }, sinks)
   snap.start()
   const windows: LoopWindow[] = []
   const drainMs: number[] = []
@@ -373,10 +427,86 @@ async function observeDrains (state: StateDict, iterations: number, sinks: { hol
       drainMs.push(st.lastDrainMs)
       sliceMs.push(st.lastMaxSliceMs)
     }
+    return { windows, first: first as LoopWindow, drainMs, sliceMs, inThread: snap.stats().l2InThread }
   } finally {
     await snap.stop()
   }
-  return { windows, first: first as LoopWindow, drainMs, sliceMs }
+}
+
+/**
+ * Writes and commits one staged image (in a SharedArrayBuffer, checksummed, as a drain leaves it)
+ * `iterations + 1` times per round and path, the first a warm-up: by the worker thread
+ * (`commitL2`) and by the store on this thread (`writeShardImage` + `commit`), alternated per round.
+ */
+async function observeCommits (state: StateDict, store: CheckpointStore, iterations: number, rounds: number): Promise<Record<'thread' | 'main', { windows: LoopWindow[], ms: number[] }>> {
+  const portable = store.portable?.()
+  if (portable === undefined) throw new Error('the bench store must be portable')
+  const layout = layoutOf(state.tensors)
+  const pieces = state.tensors.map((t) => ({ name: t.name, tensorOffset: 0, length: t.data.length, data: t.data }))
+  const total = planShard({ rank: 0, worldSize: 1, meta: state.meta, layout, pieces }).totalBytes
+  const memory = new Uint8Array(new SharedArrayBuffer(total))
+  const worker = createChecksumWorker()
+  const out = { thread: { windows: [] as LoopWindow[], ms: [] as number[] }, main: { windows: [] as LoopWindow[], ms: [] as number[] } }
+  let step = 5000
+  try {
+    for (let r = 0; r < rounds; r++) {
+      for (const path of r % 2 === 0 ? ['thread', 'main'] as const : ['main', 'thread'] as const) {
+        for (let i = 0; i < iterations + 1; i++) {
+          step++
+          const { plan, bytes } = buildShardFile({ rank: 0, worldSize: 1, meta: { ...state.meta, step }, layout, pieces }, memory)
+          const image = { header: plan.header, dataStart: plan.dataStart, bytes, chunkBytes: DEFAULT_CHUNK_BYTES, crcs: await worker.crcs(bytes, DEFAULT_CHUNK_BYTES) }
+          const obs = loopObserver()
+          const t0 = performance.now()
+          if (path === 'thread') {
+            await worker.commitL2(portable, step, image)
+          } else {
+            const record = await store.writeShardImage(step, image)
+            await store.commit(step, { worldSize: 1, records: [record] })
+          }
+          const ms = performance.now() - t0
+          const w = obs.stop()
+          if (i > 0) { out[path].windows.push(w); out[path].ms.push(ms) }
+        }
+      }
+    }
+  } finally {
+    await worker.close()
+  }
+  return out
+}
+
+/** Watches this loop while a child process writes `bytes` bytes (8 MiB writes) and fsyncs them, `count` times. */
+async function observeOtherProcessWrites (bytes: number, count: number): Promise<{ windows: LoopWindow[], ms: number[] }> {
+  const file = join(scratch, 'other-process.bin')
+  const script = `const fs = require('node:fs'); const b = Buffer.alloc(${bytes}, 7)
+process.stdin.on('data', () => { const fd = fs.openSync(${JSON.stringify(file)}, 'w'); for (let p = 0; p < b.length; p += 8 * 2 ** 20) fs.writeSync(fd, b, p, Math.min(8 * 2 ** 20, b.length - p), p); fs.fsyncSync(fd); fs.closeSync(fd); process.stdout.write('k') })
+process.stdin.on('end', () => { process.exit(0) })`
+  const child = spawn(process.execPath, ['-e', script], { stdio: ['pipe', 'pipe', 'inherit'] })
+  let failed: ((err: Error) => void) | undefined
+  const exited = new Promise<void>((resolve) => {
+    child.once('exit', (code) => { failed?.(new Error(`writer process exited with ${code}`)); resolve() })
+  })
+  const out = { windows: [] as LoopWindow[], ms: [] as number[] }
+  try {
+    for (let i = 0; i < count + 1; i++) {
+      const done = new Promise<void>((resolve, reject) => {
+        failed = reject
+        child.stdout.once('data', () => { resolve() })
+      })
+      const obs = loopObserver()
+      const t0 = performance.now()
+      child.stdin.write('x')
+      await done
+      const ms = performance.now() - t0
+      const w = obs.stop()
+      if (i > 0) { out.windows.push(w); out.ms.push(ms) }
+    }
+  } finally {
+    failed = undefined
+    child.stdin.end()
+    await exited
+  }
+  return out
 }
 
 /** The same observer on an idle loop, for as long as a drain takes: the floor of what it can see. */

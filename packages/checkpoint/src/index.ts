@@ -7,7 +7,8 @@
  *   last K, verifies every chunk's CRC-32C and falls back to the newest checkpoint that verifies.
  * - **Lazy capture**: {@link createSnapshotter} takes a {@link PinnedState} and returns at once; a
  *   background drain stages it into a reused double-buffered pool, checksums it in a worker thread and
- *   hands it to the L0 holder and, every Nth time, to the L2 store.
+ *   hands it to the L0 holder and, every Nth time, to the L2 store (written and committed by that
+ *   worker thread, from the shared staging memory).
  * - **L0 snapshot holder**: {@link createSnapshotHolder} keeps the last committed snapshots of each
  *   trainer in tmpfs slot files, outside the trainer's process, and serves restores.
  * - **Restore and reshard**: {@link restoreBest} picks the best tier; readers expose

@@ -4,7 +4,7 @@ import {
 } from '@phalanx/core'
 import { DEFAULT_CHUNK_BYTES, layoutOf, planShard, writeShardPreamble, type ShardEntry } from './format.js'
 import { createChecksumWorker, type ChecksumWorker } from './checksum-worker.js'
-import type { CheckpointInfo, CheckpointStore, ShardImage } from './store.js'
+import type { CheckpointInfo, CheckpointStore, PortableStore, ShardImage } from './store.js'
 
 /** Where the L0 tier of a snapshot goes (the snapshot holder client implements it). */
 export interface SnapshotSink {
@@ -35,6 +35,16 @@ export interface SnapshotterInit {
    * @default true
    */
   checksumWorker?: boolean
+  /**
+   * Write and commit L2 checkpoints in the checksum worker thread: the data file write and fsync,
+   * the rank record, manifest, renames, directory fsyncs, `LATEST` and pruning all run there, by the
+   * store's own code on a store opened from {@link CheckpointStore.portable}; the staging image is
+   * shared with the thread, not copied, and only the checkpoint's summary comes back. Used when the
+   * store can be opened there (a plain local or shared directory, no injected clock) and
+   * `checksumWorker` is on; otherwise the store's methods run on this thread.
+   * @default true
+   */
+  l2Thread?: boolean
   /**
    * Longest stretch, ms, the drain copies on the trainer's thread before it yields to the event
    * loop. When the pinned state has `readRange` (the tf bridge and `pinStateDict` do), tensors are
@@ -78,6 +88,8 @@ export interface SnapshotterStats {
   l0: number
   /** Snapshots committed to the L2 store. */
   l2: number
+  /** Of {@link l2}, those written and committed in the worker thread (see `SnapshotterInit.l2Thread`). */
+  l2InThread: number
   /** Step of the last snapshot that reached at least one sink. */
   lastStep: number | undefined
   /** Wall time of the last drain, ms. */
@@ -112,8 +124,9 @@ export interface SnapshotOutcome {
  * Lazy asynchronous snapshots. {@link capture} takes a pinned state and returns at once; a background
  * drain copies it, in bounded pieces, into a preallocated double-buffered staging pool (yielding to
  * the event loop every `sliceMs`), checksums it in a worker thread, and hands it to the L0 holder and,
- * every `l2Every`th time, to the L2 store. A capture that arrives while a drain is in flight is skipped
- * and counted: the trainer never waits.
+ * every `l2Every`th time, to the L2 store, whose write and commit run in that same worker thread
+ * (`l2Thread`). A capture that arrives while a drain is in flight is skipped and counted: the trainer
+ * never waits.
  */
 export interface Snapshotter extends AsyncDisposable {
   /** Starts the checksum thread ahead of the first capture. Idempotent. */
@@ -123,7 +136,11 @@ export interface Snapshotter extends AsyncDisposable {
   /** Resolves when the drain in flight (if any) finished, with its outcome. */
   flush(options?: AbortOptions): Promise<SnapshotOutcome | undefined>
   stats(): SnapshotterStats
-  /** Aborts the drain in flight, releases its pinned state and stops the thread. Idempotent. */
+  /**
+   * Aborts the drain in flight, releases its pinned state and stops the thread, after an L2 commit
+   * running there has stopped at its next abort check (the previous checkpoint stays intact).
+   * Idempotent.
+   */
   stop(options?: AbortOptions): Promise<void>
 }
 
@@ -142,6 +159,9 @@ export function createSnapshotter (init: SnapshotterInit = {}, components: Snaps
   if (!Number.isInteger(chunkBytes) || chunkBytes < 64 || chunkBytes % 64 !== 0 || chunkBytes > MAX_CHUNK) throw new InvalidParametersError('chunkBytes must be a multiple of 64 of at most 8 MiB')
   if (init.overheadBudget !== undefined && !(init.overheadBudget > 0 && init.overheadBudget <= 1)) throw new InvalidParametersError('overheadBudget must be in (0, 1]')
   const useWorker = init.checksumWorker ?? true
+  const l2Thread = useWorker && (init.l2Thread ?? true)
+  // Asked once: the store and its storage do not change. Null: not asked yet.
+  let portable: PortableStore | undefined | null = null
   const log = componentLogger(components.logger, 'snapshotter')
   const clock = components.clock ?? systemClock()
   const now = (): number => performance.now()
@@ -158,7 +178,7 @@ export function createSnapshotter (init: SnapshotterInit = {}, components: Snaps
   // Copy rate out of pinned storage (floats per ms), measured by every piece and kept across drains
   // so the next drain sizes its first pieces right. Starts at a conservative 1 GB/s.
   let floatsPerMs = 250_000
-  const stats: SnapshotterStats = { captured: 0, skipped: 0, completed: 0, failed: 0, l0: 0, l2: 0, lastStep: undefined, lastDrainMs: 0, maxSliceMs: 0, lastMaxSliceMs: 0, maxSyncMs: 0, lastMaxSyncMs: 0, mainThreadMs: 0, captureMs: 0 }
+  const stats: SnapshotterStats = { captured: 0, skipped: 0, completed: 0, failed: 0, l0: 0, l2: 0, l2InThread: 0, lastStep: undefined, lastDrainMs: 0, maxSliceMs: 0, lastMaxSliceMs: 0, maxSyncMs: 0, lastMaxSyncMs: 0, mainThreadMs: 0, captureMs: 0 }
 
   const acquire = async (bytes: number, signal: AbortSignal): Promise<Uint8Array> => {
     const i = nextStaging
@@ -282,9 +302,19 @@ export function createSnapshotter (init: SnapshotterInit = {}, components: Snaps
       const store = components.store
       if (store !== undefined && l2Every > 0 && (completedCount + 1) % l2Every === 0) {
         try {
-          const record = await outside(async () => await store.writeShardImage(step, shard, { signal }))
-          // Commit from the record just written: no re-read and re-validation of it from disk.
-          l2 = await outside(async () => await store.commit(step, { worldSize: 1, records: [record], signal }))
+          if (portable === null) portable = l2Thread ? store.portable?.() : undefined
+          const there = portable
+          if (there !== undefined && image.buffer instanceof SharedArrayBuffer) {
+            // The file system calls of a commit and their completions stay off this thread's loop.
+            const info = await outside(async () => await crc.commitL2(there, step, shard, { signal }))
+            l2 = info
+            stats.l2InThread++
+            log.info({ id: info.id, step, bytes: info.bytes, worldSize: info.worldSize }, 'checkpoint committed by the writer thread')
+          } else {
+            const record = await outside(async () => await store.writeShardImage(step, shard, { signal }))
+            // Commit from the record just written: no re-read and re-validation of it from disk.
+            l2 = await outside(async () => await store.commit(step, { worldSize: 1, records: [record], signal }))
+          }
           stats.l2++
         } catch (err) {
           if (signal.aborted) return undefined
@@ -348,12 +378,12 @@ export function createSnapshotter (init: SnapshotterInit = {}, components: Snaps
       return await raceSignal(p, options.signal)
     },
     stats: () => ({ ...stats }),
-    async stop () {
+    async stop (options = {}) {
       if (stopped) return
       stopped = true
       controller?.abort()
       await inflight
-      await crcWorker?.close()
+      await crcWorker?.close(options)
       staging[0] = undefined
       staging[1] = undefined
     },

@@ -31,6 +31,13 @@ export interface CheckpointStorage {
   size(path: string): Promise<number | undefined>
   /** Removes a file or a directory tree; idempotent. */
   remove(path: string): Promise<void>
+  /**
+   * The options another thread can open exactly this storage with ({@link createLocalStorage}), so
+   * the snapshotter's writer thread can write to it. Undefined for anything else, including a
+   * decorator that inherits from or copies a local storage (disk-fault injection, a read counter):
+   * its behaviour lives in this thread and must not be bypassed.
+   */
+  describe?(): LocalStorageInit | undefined
 }
 
 /** Options of {@link createLocalStorage}. */
@@ -152,7 +159,10 @@ export function createLocalStorage (init: LocalStorageInit): CheckpointStorage {
         throw err
       }
     },
-    async remove (path) { await rm(abs(path), { recursive: true, force: true }) }
+    async remove (path) { await rm(abs(path), { recursive: true, force: true }) },
+    // Compared with `this`: a decorator made by `Object.create(storage)` or `{ ...storage }` inherits
+    // or copies this method, and calling it on the decorator must not claim the plain directory.
+    describe (this: unknown) { return this === storage ? { dir: root, shared, writeSliceBytes: slice } : undefined }
   }
   return storage
 }

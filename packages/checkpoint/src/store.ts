@@ -8,7 +8,7 @@ import {
   type LayoutEntry, type ShardHeader, type ShardPieceSpec
 } from './format.js'
 import { encodeManifest, parseManifest, shardRecordSchema, type CheckpointManifest, type ManifestTensor, type ShardRecord } from './manifest.js'
-import { createLocalStorage, type CheckpointStorage } from './storage.js'
+import { createLocalStorage, type CheckpointStorage, type LocalStorageInit } from './storage.js'
 import { piecesOfRange } from './reshard.js'
 
 /** Tunables of {@link createCheckpointStore}. */
@@ -99,6 +99,18 @@ export interface SkippedCheckpoint {
   readonly error: { name: string, message: string, details?: Record<string, unknown> }
 }
 
+/**
+ * What another thread needs to open the same store (see {@link CheckpointStore.portable}): the
+ * store's tunables and the options of its local storage. Plain data, so it crosses `postMessage`.
+ */
+export interface PortableStore {
+  readonly storage: LocalStorageInit
+  readonly keep: number
+  readonly chunkBytes: number
+  readonly commitTimeoutMs: number
+  readonly pollIntervalMs: number
+}
+
 /** Reads a committed checkpoint; every byte returned has been checked against its chunk CRC. */
 export interface CheckpointReader {
   readonly manifest: CheckpointManifest
@@ -153,6 +165,13 @@ export interface CheckpointStore {
   restore(options?: AbortOptions & { id?: string }): Promise<{ info: CheckpointInfo, state: StateDict, skipped: SkippedCheckpoint[] }>
   /** Deletes a checkpoint. */
   remove(id: string): Promise<void>
+  /**
+   * How another thread opens a store that behaves exactly as this one (the snapshotter's writer
+   * thread commits through it), or undefined when none can: the storage is not a plain local
+   * directory ({@link CheckpointStorage.describe}), a clock was injected, or this is a decorator
+   * inheriting from or copying the store.
+   */
+  portable?(): PortableStore | undefined
 }
 
 /** The directory name of the checkpoint of `step`. */
@@ -529,6 +548,12 @@ export function createCheckpointStore (init: CheckpointStoreInit, components: Ch
     async remove (id) {
       if (!ID_RE.test(id)) throw new InvalidParametersError(`Not a checkpoint id: ${id}`)
       await storage.remove(id)
+    },
+    portable (this: unknown) {
+      // A clock (e.g. a test's fake one) cannot cross threads, and commits stamp `createdAt` with it.
+      if (this !== store || components.clock !== undefined) return undefined
+      const local = storage.describe?.()
+      return local === undefined ? undefined : { storage: local, keep, chunkBytes, commitTimeoutMs, pollIntervalMs }
     }
   }
   return store
