@@ -38,3 +38,8 @@ export {
   type EtcdElection, type EtcdElectionComponents, type EtcdElectionInit, type EtcdOp, type LeaderInfo, type Leadership
 } from './leader.js'
 export { chainGraph, createStageRegistry, type StageRegistryComponents, type StageRegistryInit } from './stage-registry.js'
+export {
+  createReplicaMembership,
+  type ReplicaChange, type ReplicaChangeKind, type ReplicaMembership, type ReplicaMembershipComponents, type ReplicaMembershipEvents,
+  type ReplicaMembershipInit, type ReplicaMembershipMetrics
+} from './replica-membership.js'

@@ -33,3 +33,4 @@ export {
   type OuterMetrics, type SyncReport, type MembershipView, type SetMembersOptions
 } from './outer-optimizer.js'
 export { createRingAllReduce, type RingAllReduce, type RingAllReduceInit, type RingAllReduceComponents } from './ring-all-reduce.js'
+export { createMembershipClient, type MembershipClient, type MembershipClientComponents, type MembershipClientInit, type MembershipClientMetrics } from './membership-client.js'
