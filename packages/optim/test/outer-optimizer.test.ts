@@ -1,16 +1,7 @@
 import { createStateDict, type StateDict } from '@phalanx/core'
 import { afterEach, describe, expect, it } from 'vitest'
 import { applyOuterStep, createOuterOptimizer, meanInto, type AllReduce, type OuterOptimizer, type OuterSpecInput } from '../src/index.js'
-
-function rand (n: number, seed: number): Float32Array {
-  let s = seed >>> 0
-  const out = new Float32Array(n)
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0
-    out[i] = s / 4294967296 - 0.5
-  }
-  return out
-}
+import { rand } from './helpers.js'
 
 /** The simplest all-reduce: a per-round barrier in memory that hands everyone the float64 mean. */
 function memoryAllReduce (n: number): AllReduce {

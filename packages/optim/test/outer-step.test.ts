@@ -1,15 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { applyOuterStep, meanInto, pairExchangeCost, ringAllReduceCost } from '../src/index.js'
-
-function rand (n: number, seed: number): Float32Array {
-  let s = seed >>> 0
-  const out = new Float32Array(n)
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0
-    out[i] = s / 4294967296 - 0.5
-  }
-  return out
-}
+import { rand } from './helpers.js'
 
 describe('applyOuterStep', () => {
   it('NoLoCo step equals the reference code: m = mu*m + alpha*mean_delta + alpha*(mean_phi - phi_i)', () => {

@@ -1,17 +1,7 @@
 import { createFakeClock, type Endpoint, type MessageHandler } from '@phalanx/core'
-import { createMemoryNetwork, memoryTransport } from '@phalanx/transport/memory'
 import { afterEach, describe, expect, it } from 'vitest'
 import { applyOuterStep, createOuterOptimizer, pairFor, type OuterOptimizer, type OuterSpecInput } from '../src/index.js'
-
-function rand (n: number, seed: number): Float32Array {
-  let s = seed >>> 0
-  const out = new Float32Array(n)
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0
-    out[i] = s / 4294967296 - 0.5
-  }
-  return out
-}
+import { openMesh, rand } from './helpers.js'
 
 /** Wraps an endpoint so the test learns when a handler of `type` has run (the event to act on). */
 function tapHandler (ep: Endpoint, onHandled: () => void): Endpoint {
@@ -46,15 +36,7 @@ interface Cluster {
 
 async function cluster (n: number, spec: OuterSpecInput, initial: Float32Array, wrap: (i: number, ep: Endpoint) => Endpoint = (_i, ep) => ep,
   clock = createFakeClock(), exchangeTimeoutMs = 10_000): Promise<Cluster> {
-  const transport = memoryTransport({ network: createMemoryNetwork() })
-  const ids = Array.from({ length: n }, (_, i) => `r${i}`)
-  const endpoints: Endpoint[] = []
-  for (const id of ids) {
-    const ep = await transport.open({ id, job: 'optim-test' })
-    endpoints.push(ep)
-    cleanup.push(async () => { await ep.close({ lingerMs: 0 }) })
-  }
-  for (const ep of endpoints) for (const other of endpoints) if (other !== ep) ep.connect(other.id, other.address)
+  const { ids, endpoints } = await openMesh(n, 'optim-test', cleanup)
   const opts = endpoints.map((ep, i) => {
     const o = createOuterOptimizer({ spec, initial, members: ids, seed: SEED, exchangeTimeoutMs }, { endpoint: wrap(i, ep), clock })
     o.start()

@@ -1,31 +1,13 @@
 import { createFakeClock, type Endpoint } from '@phalanx/core'
-import { createMemoryNetwork, memoryTransport } from '@phalanx/transport/memory'
 import { afterEach, describe, expect, it } from 'vitest'
 import { createOuterOptimizer, createRingAllReduce, meanInto, type RingAllReduce } from '../src/index.js'
-
-function rand (n: number, seed: number): Float32Array {
-  let s = seed >>> 0
-  const out = new Float32Array(n)
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0
-    out[i] = s / 4294967296 - 0.5
-  }
-  return out
-}
+import { openMesh, rand } from './helpers.js'
 
 const cleanup: Array<() => Promise<void>> = []
 afterEach(async () => { for (const c of cleanup.splice(0).reverse()) await c() })
 
 async function ring (n: number, clock = createFakeClock()): Promise<{ ids: string[], endpoints: Endpoint[], rings: RingAllReduce[] }> {
-  const transport = memoryTransport({ network: createMemoryNetwork() })
-  const ids = Array.from({ length: n }, (_, i) => `r${i}`)
-  const endpoints: Endpoint[] = []
-  for (const id of ids) {
-    const ep = await transport.open({ id, job: 'ring-test' })
-    endpoints.push(ep)
-    cleanup.push(async () => { await ep.close({ lingerMs: 0 }) })
-  }
-  for (const a of endpoints) for (const b of endpoints) if (a !== b) a.connect(b.id, b.address)
+  const { ids, endpoints } = await openMesh(n, 'ring-test', cleanup)
   const rings = endpoints.map((endpoint) => {
     const r = createRingAllReduce({ members: ids, stepTimeoutMs: 1000 }, { endpoint, clock })
     cleanup.push(async () => { await r.stop() })

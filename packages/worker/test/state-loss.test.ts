@@ -16,6 +16,13 @@ import { JOB, createTestCluster, order, problem, type TestCluster } from './help
 
 const copy = (s: StateDict): StateDict => createStateDict(s.tensors.map((t) => ({ ...t, data: Float32Array.from(t.data as Float32Array) })), { ...s.meta })
 
+/** Every given parameter vector equals the fault-free reference run's, bit for bit. */
+function expectReference (...params: Float32Array[]): void {
+  const ref = createSgdTrainer({ size: problem.size })
+  referenceRun(problem, ref, { steps: JOB.steps, globalBatch: JOB.globalBatch, microBatch: JOB.microBatch, indexOf: order.indexOf })
+  for (const p of params) expect(Array.from(p)).toEqual(Array.from(ref.params))
+}
+
 describe('a worker joining after the job is done', () => {
   let cluster: TestCluster | undefined
   afterEach(async () => { await cluster?.close(); cluster = undefined })
@@ -118,10 +125,7 @@ describe('every holder of the committed state lost', () => {
     await Promise.all([r1.loop, r2.loop])
     expect(r1.restored).toEqual([10])
     expect(r2.restored).toEqual([10])
-    const ref = createSgdTrainer({ size: problem.size })
-    referenceRun(problem, ref, { steps: JOB.steps, globalBatch: JOB.globalBatch, microBatch: JOB.microBatch, indexOf: order.indexOf })
-    expect(Array.from(r1.trainer.params)).toEqual(Array.from(ref.params))
-    expect(Array.from(r2.trainer.params)).toEqual(Array.from(ref.params))
+    expectReference(r1.trainer.params, r2.trainer.params)
   })
 
   it('restored snapshots older than the lost step: the quorum recomputes the lost steps bit for bit (deterministic)', async () => {
@@ -144,10 +148,7 @@ describe('every holder of the committed state lost', () => {
     // Rewound to step 8 (the newest held): w1 healed to it, steps 8 and 9 were recomputed.
     expect(commits.filter((c) => c.recomputed).map((c) => c.step)).toEqual([8, 9])
     expect(commits.filter((c) => !c.recomputed).map((c) => c.step)[0]).toBe(10)
-    const ref = createSgdTrainer({ size: problem.size })
-    referenceRun(problem, ref, { steps: JOB.steps, globalBatch: JOB.globalBatch, microBatch: JOB.microBatch, indexOf: order.indexOf })
-    expect(Array.from(r1.trainer.params)).toEqual(Array.from(ref.params))
-    expect(Array.from(r2.trainer.params)).toEqual(Array.from(ref.params))
+    expectReference(r1.trainer.params, r2.trainer.params)
   })
 
   it('without snapshots the coordinator fails with a QuorumLostError naming the lost committed step', async () => {
