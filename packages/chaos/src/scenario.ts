@@ -114,6 +114,12 @@ const invariantsSchema = z.object({
 export type Invariants = z.infer<typeof invariantsSchema>
 
 const jobSchema = z.object({
+  /**
+   * What the job is: the elastic data-parallel job (coordinator + workers), a pipeline with stage
+   * recovery, or NoLoCo replicas with an outer optimiser. `job.config` holds the kind's settings
+   * ({@link pipelineJobConfigSchema}, {@link nolocoJobConfigSchema}).
+   */
+  kind: z.enum(['elastic', 'pipeline', 'noloco']).default('elastic'),
   workers: z.number().int().min(1).max(4096).default(3),
   steps: z.number().int().min(1).max(10_000_000).default(30),
   minWorkers: z.number().int().min(1).optional(),
@@ -132,7 +138,7 @@ export const scenarioSchema = z.object({
   description: z.string().max(4096).optional(),
   /** Seed of every fault decision (targets, schedules, network draws). */
   seed: nonneg.default(0),
-  job: jobSchema.default({ workers: 3, steps: 30, deterministic: true, seed: 0, recovery: true, config: {} }),
+  job: jobSchema.default({ kind: 'elastic', workers: 3, steps: 30, deterministic: true, seed: 0, recovery: true, config: {} }),
   faults: z.array(faultSchema).max(1000).default([]),
   invariants: invariantsSchema.default({ finishes: true, committedMonotonic: true, allStepsCommitted: true, bitIdentical: false, noProcessLeak: true, timeoutMs: 60_000 }),
   /** Expected verdict: `fail` marks a control scenario that proves the checker catches a broken run. */
@@ -164,6 +170,12 @@ export function parseScenario (value: unknown, source = 'scenario'): Scenario {
     if ('untilStep' in f && f.untilStep !== undefined && steps.some((st) => f.untilStep !== undefined && f.untilStep <= st)) issues.push(`faults.${i}.untilStep: ${f.untilStep} must come after the fault's step`)
   })
   if (s.invariants.bitIdentical && !s.job.deterministic) issues.push('invariants.bitIdentical: needs job.deterministic: true')
+  if (s.job.kind !== 'elastic') {
+    const r = (s.job.kind === 'pipeline' ? pipelineJobConfigSchema : nolocoJobConfigSchema).safeParse(s.job.config)
+    // The kind's defaults are filled in, so drivers read a complete configuration.
+    if (r.success) s.job.config = r.data
+    else issues.push(...r.error.issues.map((i) => `job.config${i.path.length === 0 ? '' : '.' + i.path.join('.')}: ${i.message} (job.kind ${s.job.kind})`))
+  }
   if (issues.length > 0) throw new InvalidConfigError(`Invalid ${source}:\n  ${issues.join('\n  ')}`, { details: { issues } })
   return s
 }
@@ -186,3 +198,78 @@ export async function loadScenario (path: string, options: AbortOptions = {}): P
   const text = await readFile(path, { encoding: 'utf8', ...(options.signal === undefined ? {} : { signal: options.signal }) })
   return parseScenarioText(text, path)
 }
+
+/**
+ * `job.config` of a `job.kind: pipeline` scenario: a tiny transformer LM cut into `stages` stages
+ * (`createLocalPipeline` of `@phalanx/pipeline`), trained for `job.steps` pipeline steps.
+ */
+export const pipelineJobConfigSchema = z.object({
+  /** Number of stages. */
+  stages: z.number().int().min(2).max(16).default(4),
+  /** Data-parallel replicas of each stage (one entry per stage). @default one each */
+  replicas: z.array(z.number().int().min(1).max(8)).optional(),
+  /** Strategy for a stage that lost every replica (a surviving replica is copied exactly first, unless `preferReplica` is false). */
+  recovery: z.enum(['checkfree', 'checkfree-plus', 'random', 'rollback']).default('checkfree-plus'),
+  /** Neighbour weighting of the CheckFree average. */
+  weighting: z.enum(['gradNorm', 'uniform']).default('gradNorm'),
+  /** Copy a surviving data-parallel replica when one exists. */
+  preferReplica: z.boolean().default(true),
+  /** Pipeline schedule. */
+  schedule: z.enum(['gpipe', '1f1b']).default('1f1b'),
+  /** Micro-batches per step. */
+  microBatches: z.number().int().min(1).max(64).default(4),
+  /** Sequences per micro-batch. */
+  microBatchSize: z.number().int().min(1).max(64).default(2),
+  /** CheckFree+ out-of-order execution of odd micro-batches. */
+  outOfOrder: z.boolean().default(false),
+  /** Neighbours keep embedding / head copies (CheckFree+ edge recovery). */
+  edgeReplicas: z.boolean().default(false),
+  /** Model width. */
+  dModel: z.number().int().min(4).max(256).default(16),
+  /** Transformer blocks (at least one per stage). @default stages */
+  layers: z.number().int().min(1).max(64).optional(),
+  /** Sequence length. */
+  seqLen: z.number().int().min(2).max(128).default(8),
+  /** Adam learning rate. */
+  lr: z.number().positive().max(1).default(0.01),
+  /** Deadline of one step's requests (a hung stage is found lost after it). */
+  stepTimeoutMs: z.number().int().positive().max(600_000).default(5_000),
+  /** How long a member may take to answer the liveness probe after a failed step. */
+  probeTimeoutMs: z.number().int().positive().max(60_000).default(500)
+}).strict().superRefine((c, ctx) => {
+  if (c.replicas !== undefined && c.replicas.length !== c.stages) ctx.addIssue({ code: 'custom', path: ['replicas'], message: `needs one entry per stage (${c.stages}), got ${c.replicas.length}` })
+  if (c.layers !== undefined && c.layers < c.stages) ctx.addIssue({ code: 'custom', path: ['layers'], message: `needs at least one block per stage (${c.stages}), got ${c.layers}` })
+  if (c.outOfOrder && c.stages < 4) ctx.addIssue({ code: 'custom', path: ['outOfOrder'], message: 'out-of-order training needs at least 4 stages' })
+  if (c.dModel % 2 !== 0) ctx.addIssue({ code: 'custom', path: ['dModel'], message: 'must be even (2 attention heads)' })
+})
+
+/** `job.config` of a pipeline scenario, defaults filled in. */
+export type PipelineJobConfig = z.infer<typeof pipelineJobConfigSchema>
+
+/**
+ * `job.config` of a `job.kind: noloco` scenario: `replicas` replicas each training a small
+ * regression model with their own SGD, and every `interval` inner steps an outer round of the
+ * `@phalanx/optim` outer optimiser (`preset`); membership from the coordinator's replica
+ * membership service. `job.steps` counts outer rounds.
+ */
+export const nolocoJobConfigSchema = z.object({
+  /** Replicas started at once. */
+  replicas: z.number().int().min(2).max(64).default(8),
+  /** Inner steps per outer round (H). */
+  interval: z.number().int().min(1).max(1000).default(5),
+  /** Outer optimiser preset (the pair-exchange and local ones; the all-reduce presets need a ring, not wired here). */
+  preset: z.enum(['noloco', 'gossip', 'none']).default('noloco'),
+  /** Parameters of the regression model. */
+  dim: z.number().int().min(1).max(4096).default(16),
+  /** Inner SGD learning rate. */
+  lr: z.number().positive().max(1).default(0.05),
+  /** Deadline of one pair exchange or all-reduce (a dead partner falls back to a local step after it). */
+  exchangeTimeoutMs: z.number().int().positive().max(60_000).default(1_000),
+  /** Replica heartbeat interval of the membership service. */
+  heartbeatIntervalMs: z.number().int().positive().max(10_000).default(20),
+  /** A replica silent this long is declared failed. */
+  suspectAfterMs: z.number().int().positive().max(60_000).default(200)
+}).strict()
+
+/** `job.config` of a NoLoCo scenario, defaults filled in. */
+export type NolocoJobConfig = z.infer<typeof nolocoJobConfigSchema>

@@ -1,7 +1,8 @@
 /**
  * `phalanx chaos run <scenario> [--seed N] [--report out.json]` and `phalanx chaos replay
  * <report.json>`: a scenario of `@phalanx/chaos` on real processes (the {@link createLaunchDriver}
- * driver), its fault-free baseline, the invariant checks, and a JSON report. The exit code is the
+ * driver) for the elastic job, or in one process for `job.kind: pipeline` ({@link createPipelineDriver})
+ * and `job.kind: noloco` ({@link createNolocoDriver}); its fault-free baseline, the invariant checks, and a JSON report. The exit code is the
  * verdict: 0 pass, 1 fail.
  *
  * @module
@@ -13,9 +14,11 @@ import { parseArgs } from 'node:util'
 import { InvalidConfigError, InvalidParametersError, type AbortOptions } from '@phalanx/core'
 import {
   formatReport, loadScenario, parseScenario, replayScenario, runBaseline, runScenario,
-  type JobOutcome, type Scenario, type ScenarioRecording, type ScenarioReport
+  type JobDriver, type JobOutcome, type Scenario, type ScenarioRecording, type ScenarioReport
 } from '@phalanx/chaos'
-import { createLaunchDriver, type LaunchDriver, type LaunchDriverInit } from './chaos-driver.js'
+import { createLaunchDriver, type LaunchDriverInit } from './chaos-driver.js'
+import { createNolocoDriver } from './chaos-noloco-driver.js'
+import { createPipelineDriver } from './chaos-pipeline-driver.js'
 
 /** Where `phalanx chaos` writes. */
 export interface ChaosCommandIO {
@@ -47,14 +50,20 @@ export interface RunChaosInit {
   baselineOutcome?: JobOutcome
   /** A recording to replay instead of drawing the schedule. */
   recording?: ScenarioRecording
-  /** Driver tunables besides bin, runDir and seed. */
+  /** Launch-driver tunables besides bin, runDir and seed (elastic jobs). */
   driver?: Omit<LaunchDriverInit, 'bin' | 'runDir' | 'seed'>
   /** Progress lines (one per ~10% of the steps, and each phase). */
   progress?: (line: string) => void
 }
 
-function driverFor (init: RunChaosInit, sub: string): LaunchDriver {
-  return createLaunchDriver({ ...init.driver, bin: init.bin, runDir: join(init.runDir, sub), seed: init.scenario.seed })
+/** The driver of the scenario's `job.kind`: real processes for the elastic job, in-process runtimes for the others. */
+function driverFor (init: RunChaosInit, sub: string): JobDriver {
+  const seed = init.scenario.seed
+  switch (init.scenario.job.kind) {
+    case 'pipeline': return createPipelineDriver({ seed })
+    case 'noloco': return createNolocoDriver({ seed })
+    default: return createLaunchDriver({ ...init.driver, bin: init.bin, runDir: join(init.runDir, sub), seed })
+  }
 }
 
 /**
@@ -89,12 +98,14 @@ export async function runChaosScenario (init: RunChaosInit, options: AbortOption
   }
 }
 
-const HELP = `phalanx chaos: fault scenarios on real processes.
+const HELP = `phalanx chaos: fault scenarios.
   phalanx chaos run <scenario.yaml|json> [--seed <n>] [--report <out.json>] [--run-dir <dir>] [--no-baseline]
   phalanx chaos replay <report.json> [--report <out.json>] [--run-dir <dir>]
 Runs the fault-free baseline, then the scenario's job (coordinator + workers over loopback ZeroMQ)
 with its faults injected, checks its invariants and prints the report; exit code 0 when the verdict
 is pass, 1 when it is fail. Supported faults: kill, crash, hang, stall, join, network, partition.
+job.kind pipeline runs an in-process pipeline (createLocalPipeline; faults: kill, network) and
+job.kind noloco N NoLoCo replicas in one process (faults: kill, network, partition).
 `
 
 function bin (): string {

@@ -35,6 +35,10 @@ export { formatSummary, freePort, launch, type FaultOutcome, type LaunchInit, ty
 export { STATUS_URL_FILE, fetchStatus, formatStatus, statusUrlOf } from './status.js'
 export { main, type CliIO } from './main.js'
 export { createLaunchDriver, splitJobConfig, type LaunchDriver, type LaunchDriverComponents, type LaunchDriverInit } from './chaos-driver.js'
+export {
+  createPipelineDriver, type PipelineDriver, type PipelineDriverComponents, type PipelineDriverInit, type PipelineRecovery, type PipelineScenarioConfig
+} from './chaos-pipeline-driver.js'
+export { createNolocoDriver, type NolocoDriverComponents, type NolocoDriverInit, type NolocoScenarioConfig } from './chaos-noloco-driver.js'
 export { chaosCommand, runChaosScenario, type ChaosCommandIO, type ChaosRunReport, type RunChaosInit } from './chaos-command.js'
 export {
   CHAOS_ENV, childChaosFromEnv, createChildChaos,
