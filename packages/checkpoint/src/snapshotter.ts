@@ -198,6 +198,8 @@ export function createSnapshotter (init: SnapshotterInit = {}, components: Snaps
   const yieldLoop = async (): Promise<void> => { await new Promise<void>((resolve) => { setImmediate(resolve) }) }
 
   const drain = async (pinned: PinnedState, signal: AbortSignal): Promise<SnapshotOutcome | undefined> => {
+    // capture() starts the drain; nothing of it may run in the trainer's turn that called capture.
+    await yieldLoop()
     const started = now()
     let sliceStart = started
     stats.lastMaxSliceMs = 0
