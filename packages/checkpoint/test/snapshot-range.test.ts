@@ -32,6 +32,34 @@ describe('snapshot drain in bounded ranges', () => {
     for (const s of toStop.splice(0)) await s.stop()
   })
 
+  it('capture() returns before any of the drain runs: nothing is read or handed to a sink in the caller\'s turn', async () => {
+    const sink = keepingSink()
+    const snap = createSnapshotter({ l2Every: 0, chunkBytes: 65536 }, { holder: sink })
+    toStop.push(snap)
+    const base = pinStateDict(makeState(3, [4096, 17]))
+    const reads: number[] = []
+    let layoutLooks = 0
+    const pinned: PinnedState = {
+      // The drain's first act is to lay the image out from the specs.
+      get specs () { layoutLooks++; return base.specs },
+      meta: base.meta,
+      read: async (index, out) => { reads.push(index); await base.read(index, out) },
+      readRange: async (index, offset, out) => { reads.push(index); await base.readRange?.(index, offset, out) },
+      release: () => { base.release() }
+    }
+    expect(snap.capture(pinned).accepted).toBe(true)
+    expect(layoutLooks).toBe(0)
+    // Still in the caller's turn, and after its microtasks: the drain waits for the next loop turn.
+    await Promise.resolve()
+    await Promise.resolve()
+    expect(layoutLooks).toBe(0)
+    expect(reads).toEqual([])
+    expect(sink.images).toEqual([])
+    expect(await snap.flush()).toEqual({ step: 3, l0: true })
+    expect(reads.length).toBeGreaterThan(0)
+    expect(sink.images).toHaveLength(1)
+  })
+
   it('copies a large tensor in pieces, yielding between them, into the same image as whole reads', async () => {
     // One 4 MiB tensor among small ones, and sizes that leave alignment padding.
     const state = makeState(7, [1 << 20, 37, 4099, 1])
