@@ -34,8 +34,8 @@ export {
   type InjectedFault, type InvariantCheck, type MttrSummary, type RunScenarioOptions, type ScenarioRecording, type ScenarioReport
 } from './runner.js'
 export {
-  loadScenario, nolocoJobConfigSchema, parseScenario, parseScenarioText, pipelineJobConfigSchema, scenarioSchema,
-  type Invariants, type NolocoJobConfig, type PipelineJobConfig, type Scenario, type ScenarioFault, type ScenarioInput, type TargetSpec
+  erasureJobConfigSchema, loadScenario, nolocoJobConfigSchema, parseScenario, parseScenarioText, pipelineJobConfigSchema, scenarioSchema,
+  type ErasureJobConfig, type Invariants, type NolocoJobConfig, type PipelineJobConfig, type Scenario, type ScenarioFault, type ScenarioInput, type TargetSpec
 } from './scenario.js'
 export { expandSchedule, MAX_TRIGGERS, type ScheduleSpec, type Trigger } from './schedule.js'
 export { chaosStorage, type ChaosStorage, type ChaosStorageComponents, type ChaosStoragePlan, type ChaosStorageTarget, type DiskRule } from './storage.js'

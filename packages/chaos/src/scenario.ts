@@ -116,10 +116,11 @@ export type Invariants = z.infer<typeof invariantsSchema>
 const jobSchema = z.object({
   /**
    * What the job is: the elastic data-parallel job (coordinator + workers), a pipeline with stage
-   * recovery, or NoLoCo replicas with an outer optimiser. `job.config` holds the kind's settings
-   * ({@link pipelineJobConfigSchema}, {@link nolocoJobConfigSchema}).
+   * recovery, NoLoCo replicas with an outer optimiser, or hosts protecting their state with
+   * erasure-coded in-memory snapshots. `job.config` holds the kind's settings
+   * ({@link pipelineJobConfigSchema}, {@link nolocoJobConfigSchema}, {@link erasureJobConfigSchema}).
    */
-  kind: z.enum(['elastic', 'pipeline', 'noloco']).default('elastic'),
+  kind: z.enum(['elastic', 'pipeline', 'noloco', 'erasure']).default('elastic'),
   workers: z.number().int().min(1).max(4096).default(3),
   steps: z.number().int().min(1).max(10_000_000).default(30),
   minWorkers: z.number().int().min(1).optional(),
@@ -171,7 +172,7 @@ export function parseScenario (value: unknown, source = 'scenario'): Scenario {
   })
   if (s.invariants.bitIdentical && !s.job.deterministic) issues.push('invariants.bitIdentical: needs job.deterministic: true')
   if (s.job.kind !== 'elastic') {
-    const r = (s.job.kind === 'pipeline' ? pipelineJobConfigSchema : nolocoJobConfigSchema).safeParse(s.job.config)
+    const r = (s.job.kind === 'pipeline' ? pipelineJobConfigSchema : s.job.kind === 'noloco' ? nolocoJobConfigSchema : erasureJobConfigSchema).safeParse(s.job.config)
     // The kind's defaults are filled in, so drivers read a complete configuration.
     if (r.success) s.job.config = r.data
     else issues.push(...r.error.issues.map((i) => `job.config${i.path.length === 0 ? '' : '.' + i.path.join('.')}: ${i.message} (job.kind ${s.job.kind})`))
@@ -273,3 +274,35 @@ export const nolocoJobConfigSchema = z.object({
 
 /** `job.config` of a NoLoCo scenario, defaults filled in. */
 export type NolocoJobConfig = z.infer<typeof nolocoJobConfigSchema>
+
+/**
+ * `job.config` of a `job.kind: erasure` scenario: `hosts` hosts in one erasure group, each holding a
+ * state of `stateFloats` floats that it updates once per step and protects with an erasure-coded
+ * in-memory snapshot (`createErasureMember` of `@phalanx/checkpoint/erasure`); lost hosts are rebuilt
+ * from the survivors' pieces (`createErasureL1Source`). `job.steps` counts snapshot rounds.
+ */
+export const erasureJobConfigSchema = z.object({
+  /** Hosts of the group (k + m of the scheme). */
+  hosts: z.number().int().min(2).max(32).default(6),
+  /** Code of the group. @default `chooseScheme(hosts)` (6–9 hosts: RS(4,2)) */
+  scheme: z.object({ kind: z.enum(['replication', 'xor', 'rs']), k: z.number().int().min(1).max(24), m: z.number().int().min(1).max(8) }).strict().optional(),
+  /** Failure domains (racks): host i is in `rack-(i mod racks)`, the target of `{ group }` kills. */
+  racks: z.number().int().min(1).max(32).default(3),
+  /** Floats of each host's state. */
+  stateFloats: z.number().int().min(1).max(4_194_304).default(65_536),
+  /** Bytes of an exchange chunk (CRC, fetch and decode unit; a multiple of 8). */
+  chunkBytes: z.number().int().min(64).max(8_388_608).multipleOf(8).default(16_384),
+  /** Losses seen within this window are rebuilt together (the failure detector's delay), ms. */
+  detectMs: z.number().int().nonnegative().max(10_000).default(50),
+  /** How long a snapshot may take to be prepared by every member before it is skipped, ms. */
+  prepareTimeoutMs: z.number().int().positive().max(60_000).default(1_000),
+  /** How long a member may take to answer the rebuild probe, ms. */
+  probeTimeoutMs: z.number().int().positive().max(60_000).default(300)
+}).strict().superRefine((c, ctx) => {
+  if (c.scheme !== undefined && c.scheme.k + c.scheme.m !== c.hosts) ctx.addIssue({ code: 'custom', path: ['scheme'], message: `k + m must equal hosts (${c.hosts}), got ${c.scheme.k + c.scheme.m}` })
+  if (c.scheme?.kind === 'xor' && c.scheme.m !== 1) ctx.addIssue({ code: 'custom', path: ['scheme', 'm'], message: 'xor has m = 1' })
+  if (c.scheme?.kind === 'replication' && (c.scheme.k !== 1 || c.scheme.m !== 1)) ctx.addIssue({ code: 'custom', path: ['scheme'], message: 'replication is k = m = 1' })
+})
+
+/** `job.config` of an erasure scenario, defaults filled in. */
+export type ErasureJobConfig = z.infer<typeof erasureJobConfigSchema>

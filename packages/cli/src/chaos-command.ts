@@ -2,7 +2,7 @@
  * `phalanx chaos run <scenario> [--seed N] [--report out.json]` and `phalanx chaos replay
  * <report.json>`: a scenario of `@phalanx/chaos` on real processes (the {@link createLaunchDriver}
  * driver) for the elastic job, or in one process for `job.kind: pipeline` ({@link createPipelineDriver})
- * and `job.kind: noloco` ({@link createNolocoDriver}); its fault-free baseline, the invariant checks, and a JSON report. The exit code is the
+ * `job.kind: noloco` ({@link createNolocoDriver}) and `job.kind: erasure` ({@link createErasureDriver}); its fault-free baseline, the invariant checks, and a JSON report. The exit code is the
  * verdict: 0 pass, 1 fail.
  *
  * @module
@@ -17,6 +17,7 @@ import {
   type JobDriver, type JobOutcome, type Scenario, type ScenarioRecording, type ScenarioReport
 } from '@phalanx/chaos'
 import { createLaunchDriver, type LaunchDriverInit } from './chaos-driver.js'
+import { createErasureDriver } from './chaos-erasure-driver.js'
 import { createNolocoDriver } from './chaos-noloco-driver.js'
 import { createPipelineDriver } from './chaos-pipeline-driver.js'
 
@@ -62,6 +63,7 @@ function driverFor (init: RunChaosInit, sub: string): JobDriver {
   switch (init.scenario.job.kind) {
     case 'pipeline': return createPipelineDriver({ seed })
     case 'noloco': return createNolocoDriver({ seed })
+    case 'erasure': return createErasureDriver({ seed })
     default: return createLaunchDriver({ ...init.driver, bin: init.bin, runDir: join(init.runDir, sub), seed })
   }
 }
@@ -104,8 +106,9 @@ const HELP = `phalanx chaos: fault scenarios.
 Runs the fault-free baseline, then the scenario's job (coordinator + workers over loopback ZeroMQ)
 with its faults injected, checks its invariants and prints the report; exit code 0 when the verdict
 is pass, 1 when it is fail. Supported faults: kill, crash, hang, stall, join, network, partition.
-job.kind pipeline runs an in-process pipeline (createLocalPipeline; faults: kill, network) and
-job.kind noloco N NoLoCo replicas in one process (faults: kill, network, partition).
+job.kind pipeline runs an in-process pipeline (createLocalPipeline; faults: kill, network),
+job.kind noloco N NoLoCo replicas in one process (faults: kill, network, partition) and
+job.kind erasure N hosts with erasure-coded in-memory snapshots (faults: kill, network, partition).
 `
 
 function bin (): string {

@@ -38,6 +38,7 @@ export { createLaunchDriver, splitJobConfig, type LaunchDriver, type LaunchDrive
 export {
   createPipelineDriver, type PipelineDriver, type PipelineDriverComponents, type PipelineDriverInit, type PipelineRecovery, type PipelineScenarioConfig
 } from './chaos-pipeline-driver.js'
+export { createErasureDriver, type ErasureDriverComponents, type ErasureDriverInit, type ErasureScenarioConfig } from './chaos-erasure-driver.js'
 export { createNolocoDriver, type NolocoDriverComponents, type NolocoDriverInit, type NolocoScenarioConfig } from './chaos-noloco-driver.js'
 export { chaosCommand, runChaosScenario, type ChaosCommandIO, type ChaosRunReport, type RunChaosInit } from './chaos-command.js'
 export {

@@ -1,12 +1,12 @@
 /**
- * The pipeline and NoLoCo scenarios of the library, each run through the scenario runner with its
+ * The pipeline, NoLoCo and erasure scenarios of the library, each run through the scenario runner with its
  * fault-free baseline on the in-process driver of its `job.kind`, and the schema's kind checks.
  */
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { afterEach, describe, expect, it } from 'vitest'
 import { loadScenario, parseScenario, runBaseline, runScenario, type JobDriver, type Scenario, type ScenarioReport } from '@phalanx/chaos'
-import { createNolocoDriver, createPipelineDriver, type PipelineRecovery } from '@phalanx/cli'
+import { createErasureDriver, createNolocoDriver, createPipelineDriver, type PipelineRecovery } from '@phalanx/cli'
 
 const DIR = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'chaos', 'scenarios')
 const drivers: JobDriver[] = []
@@ -16,7 +16,9 @@ afterEach(async () => {
 })
 
 function driverOf (s: Scenario): JobDriver {
-  const d = s.job.kind === 'pipeline' ? createPipelineDriver({ seed: s.seed }) : createNolocoDriver({ seed: s.seed })
+  const d = s.job.kind === 'pipeline'
+    ? createPipelineDriver({ seed: s.seed })
+    : s.job.kind === 'erasure' ? createErasureDriver({ seed: s.seed }) : createNolocoDriver({ seed: s.seed })
   drivers.push(d)
   return d
 }
@@ -46,6 +48,12 @@ describe('job.kind in the scenario schema', () => {
     expect(() => parseScenario({ name: 'p', job: { kind: 'pipeline', config: { recovery: 'magic' } } })).toThrow(/job\.config\.recovery: .*\(job\.kind pipeline\)/)
     expect(() => parseScenario({ name: 'n', job: { kind: 'noloco', config: { H: 3 } } })).toThrow(/job\.config: .*H/)
     expect(() => parseScenario({ name: 'k', job: { kind: 'tensor' } })).toThrow(/job\.kind/)
+    expect(() => parseScenario({ name: 'e', job: { kind: 'erasure', config: { hosts: 6, scheme: { kind: 'rs', k: 4, m: 1 } } } }))
+      .toThrow(/job\.config\.scheme: k \+ m must equal hosts \(6\), got 5 \(job\.kind erasure\)/)
+  })
+
+  it('fills in the erasure defaults', () => {
+    expect(parseScenario({ name: 'e', job: { kind: 'erasure', config: {} } }).job.config).toMatchObject({ hosts: 6, racks: 3, stateFloats: 65_536 })
   })
 })
 
@@ -89,4 +97,33 @@ describe('noloco scenarios', () => {
     expect(r.faultsByClass).toMatchObject({ 'network:network-start': 1, 'process:kill': 1 })
     expect(r.durationMs).toBeGreaterThan(16 * 50)
   }, 40_000)
+})
+
+describe('erasure scenarios', () => {
+  it('erasure-two-hosts-lost: a whole rack of RS(4,2) is rebuilt from memory, bit-identical to the baseline', async () => {
+    const r = await run('erasure/erasure-two-hosts-lost.yaml')
+    expect(r.reasons).toEqual([])
+    expect(r.verdict).toBe('pass')
+    expect(r.bitIdentical).toBe(true)
+    expect(r.committed).toBe(8)
+    expect(r.recoveries.map((x) => x.peers)).toEqual([['host-1', 'host-4']])
+    expect(r.faultsByClass).toMatchObject({ 'process:kill': 2 })
+  }, 30_000)
+
+  it('erasure-three-hosts-lost-must-fail: one loss past m fails the run and names the L2 fallback', async () => {
+    const r = await run('erasure/erasure-three-hosts-lost-must-fail.yaml')
+    expect(r.expected).toBe('fail')
+    expect(r.verdict).toBe('fail')
+    expect(r.reasons.join('\n')).toMatch(/finishes: InsufficientShardsError: 3 of 6 members .*tolerates 2.*restore from L2/)
+    expect(r.reasons.join('\n')).toMatch(/allStepsCommitted: committed 4 of 8/)
+  }, 30_000)
+
+  it('without a fault the group commits every step and ends on the baseline checksum', async () => {
+    const s = parseScenario({ name: 'e', job: { kind: 'erasure', steps: 3, config: { hosts: 4, stateFloats: 1024 } } })
+    const a = await runBaseline(s, { driver: driverOf(s) })
+    const b = await runBaseline(s, { driver: driverOf(s) })
+    expect(a.committed).toBe(3)
+    expect(a.checksums).toHaveLength(1)
+    expect(b.checksums).toEqual(a.checksums)
+  }, 30_000)
 })
