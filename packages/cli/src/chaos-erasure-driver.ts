@@ -37,6 +37,7 @@ import {
   chooseScheme, createErasureL1Source, createErasureMember, decodeSnapshot, encodeSnapshot, type ErasureMember, type ExchangeGroup
 } from '@phalanx/checkpoint/erasure'
 import { createMemoryNetwork, memoryTransport } from '@phalanx/transport/memory'
+import { kindConfig, noise } from './chaos-kind-config.js'
 
 /** `job.config` of an erasure scenario: the chaos scenario schema's type (defaults filled in). */
 export type ErasureScenarioConfig = ErasureJobConfig
@@ -71,21 +72,6 @@ interface Host {
 const SUPPORTED: ReadonlySet<FaultKind> = new Set<FaultKind>(['kill', 'network', 'partition'])
 /** Consecutive attempts that may fail to commit before the job gives up. */
 const MAX_FAILED_ATTEMPTS = 20
-
-/** A deterministic value in [-1, 1) for (index, salt). */
-function noise (index: number, salt: number): number {
-  let h = Math.imul(index ^ 0x9e3779b9, 0x85ebca6b) ^ Math.imul(salt + 1, 0xc2b2ae35)
-  h ^= h >>> 15
-  h = Math.imul(h, 0x27d4eb2d)
-  h ^= h >>> 13
-  return (h >>> 0) / 2147483648 - 1
-}
-
-function configOf (spec: JobSpec): ErasureScenarioConfig {
-  const r = erasureJobConfigSchema.safeParse(spec.config)
-  if (!r.success) throw new InvalidParametersError('The erasure driver needs a job.kind: erasure scenario (job.config failed validation)', { details: { issues: r.error.issues.slice(0, 3).map((i) => `${i.path.join('.')}: ${i.message}`) } })
-  return r.data
-}
 
 /** The state of host `host` after step `round` (1-based) from its state before it: a decaying walk. */
 function advanceState (prev: Float32Array, host: number, round: number, seed: number): Float32Array {
@@ -240,7 +226,7 @@ export function createErasureDriver (init: ErasureDriverInit = {}, components: E
     async start (job, options: AbortOptions = {}) {
       if (spec !== undefined) throw new InvalidParametersError('This driver runs one job; create another for the next')
       spec = job
-      const c = configOf(job)
+      const c = kindConfig(erasureJobConfigSchema, 'erasure', job)
       cfg = c
       const scheme = c.scheme ?? chooseScheme(c.hosts)
       if (scheme.k + scheme.m !== c.hosts || scheme.kind === 'none') throw new InvalidParametersError(`Scheme ${scheme.kind}(${scheme.k},${scheme.m}) does not fit ${c.hosts} hosts`)

@@ -34,6 +34,7 @@ import {
 import { createReplicaMembership, type ReplicaMembership } from '@phalanx/coordinator'
 import { createMembershipClient, createOuterOptimizer, type MembershipClient, type OuterOptimizer } from '@phalanx/optim'
 import { createMemoryNetwork, memoryTransport } from '@phalanx/transport/memory'
+import { kindConfig, noise } from './chaos-kind-config.js'
 
 /** `job.config` of a NoLoCo scenario: the chaos scenario schema's type (defaults filled in). */
 export type NolocoScenarioConfig = NolocoJobConfig
@@ -69,21 +70,6 @@ interface Replica {
 const SUPPORTED: ReadonlySet<FaultKind> = new Set<FaultKind>(['kill', 'network', 'partition'])
 const BATCH = 8
 const EVAL = 64
-
-/** A deterministic value in [-1, 1) for (index, salt). */
-function noise (index: number, salt: number): number {
-  let h = Math.imul(index ^ 0x9e3779b9, 0x85ebca6b) ^ Math.imul(salt + 1, 0xc2b2ae35)
-  h ^= h >>> 15
-  h = Math.imul(h, 0x27d4eb2d)
-  h ^= h >>> 13
-  return (h >>> 0) / 2147483648 - 1
-}
-
-function configOf (spec: JobSpec): NolocoScenarioConfig {
-  const r = nolocoJobConfigSchema.safeParse(spec.config)
-  if (!r.success) throw new InvalidParametersError('The noloco driver needs a job.kind: noloco scenario (job.config failed validation)', { details: { issues: r.error.issues.slice(0, 3).map((i) => `${i.path.join('.')}: ${i.message}`) } })
-  return r.data
-}
 
 /** Creates the driver (one job per driver). */
 export function createNolocoDriver (init: NolocoDriverInit = {}, components: NolocoDriverComponents = {}): JobDriver {
@@ -204,7 +190,7 @@ export function createNolocoDriver (init: NolocoDriverInit = {}, components: Nol
     async start (job, options: AbortOptions = {}) {
       if (spec !== undefined) throw new InvalidParametersError('This driver runs one job; create another for the next')
       spec = job
-      const c = configOf(job)
+      const c = kindConfig(nolocoJobConfigSchema, 'noloco', job)
       cfg = c
       trueW = Float32Array.from({ length: c.dim }, (_, i) => Math.sin(i + 1 + job.seed))
       transport = chaosTransport(memoryTransport({ network: createMemoryNetwork() }), { seed: init.seed ?? 1 }, { log })

@@ -34,6 +34,7 @@ import { createStageRegistry } from '@phalanx/coordinator'
 import { createLocalPipeline, pipelineGraph, type LocalPipeline, type RecoveryEvent, type StageLostEvent } from '@phalanx/pipeline'
 import { charCorpus, selectBackend, type CharCorpus, type SequenceBatch } from '@phalanx/tfjs'
 import { createMemoryNetwork, memoryTransport } from '@phalanx/transport/memory'
+import { kindConfig } from './chaos-kind-config.js'
 
 /** `job.config` of a pipeline scenario: the chaos scenario schema's type (defaults filled in). */
 export type PipelineScenarioConfig = PipelineJobConfig
@@ -81,12 +82,6 @@ const SUPPORTED: ReadonlySet<FaultKind> = new Set<FaultKind>(['kill', 'network']
 const TEXT = 'the quick brown fox jumps over the lazy dog; pack my box with five dozen liquor jugs. '.repeat(16)
 
 /** Reads the validated `job.config` of a pipeline job. */
-function configOf (spec: JobSpec): PipelineScenarioConfig {
-  const r = pipelineJobConfigSchema.safeParse(spec.config)
-  if (!r.success) throw new InvalidParametersError('The pipeline driver needs a job.kind: pipeline scenario (job.config failed validation)', { details: { issues: r.error.issues.slice(0, 3).map((i) => `${i.path.join('.')}: ${i.message}`) } })
-  return r.data
-}
-
 /** CRC-32C over the bytes of a list of tensors, in order. */
 function checksumOf (parts: ReadonlyArray<readonly NamedTensor[]>): number {
   const chunks: Uint8Array[] = []
@@ -168,7 +163,7 @@ export function createPipelineDriver (init: PipelineDriverInit = {}, components:
     async start (job, options: AbortOptions = {}) {
       if (spec !== undefined) throw new InvalidParametersError('This driver runs one job; create another for the next')
       spec = job
-      const c = configOf(job)
+      const c = kindConfig(pipelineJobConfigSchema, 'pipeline', job)
       await selectBackend({ prefer: init.backend ?? 'cpu' })
       corpus = await charCorpus({ text: TEXT, seqLen: c.seqLen, seed: job.seed }, options)
       const cor = corpus
