@@ -37,7 +37,7 @@ import {
   chooseScheme, createErasureL1Source, createErasureMember, decodeSnapshot, encodeSnapshot, type ErasureMember, type ExchangeGroup
 } from '@phalanx/checkpoint/erasure'
 import { createMemoryNetwork, memoryTransport } from '@phalanx/transport/memory'
-import { kindConfig, noise } from './chaos-kind-config.js'
+import { createCommitFeed, kindConfig, noise } from './chaos-kind-config.js'
 
 /** `job.config` of an erasure scenario: the chaos scenario schema's type (defaults filled in). */
 export type ErasureScenarioConfig = ErasureJobConfig
@@ -98,7 +98,7 @@ export function createErasureDriver (init: ErasureDriverInit = {}, components: E
   let committed = 0
   let attempt = 0
   let rebuilds = 0
-  const commitListeners = new Set<(e: { step: number, epoch: number }) => void>()
+  const commits = createCommitFeed()
   const recoveries: DriverRecovery[] = []
   /** Kill time of each host lost and not yet rebuilt. */
   const lost = new Map<string, number>()
@@ -210,7 +210,7 @@ export function createErasureDriver (init: ErasureDriverInit = {}, components: E
       for (const p of pending.splice(0)) {
         recoveries.push({ reason: 'hosts lost: rebuilt from erasure-coded in-memory snapshots', peers: p.peers, step: p.step, detectMs: p.detectedAt - p.killedAt, quorumMs: p.rebuiltAt - p.detectedAt, firstCommitMs: now - p.rebuiltAt, totalMs: now - p.killedAt })
       }
-      for (const l of commitListeners) l({ step, epoch: rebuilds })
+      commits.emit({ step, epoch: rebuilds })
     }
     if (committed >= job.steps && phase === 'running') {
       phase = 'done'
@@ -272,10 +272,7 @@ export function createErasureDriver (init: ErasureDriverInit = {}, components: E
       return { phase, committed, epoch: rebuilds, members: hosts.filter((h) => h.alive).map((h) => h.id) }
     },
 
-    onCommit (listener) {
-      commitListeners.add(listener)
-      return () => { commitListeners.delete(listener) }
-    },
+    onCommit: commits.on,
 
     recoveries: () => [...recoveries],
 

@@ -1,6 +1,7 @@
 /**
  * What the in-process chaos drivers (pipeline, NoLoCo, erasure) share: reading their scenario's
- * validated `job.config`, and the deterministic values they build synthetic state from.
+ * validated `job.config`, the deterministic values they build synthetic state from, and the runner's
+ * commit listeners.
  *
  * @module
  */
@@ -28,4 +29,25 @@ export function noise (index: number, salt: number): number {
   h = Math.imul(h, 0x27d4eb2d)
   h ^= h >>> 13
   return (h >>> 0) / 2147483648 - 1
+}
+
+/** A commit as a driver reports it to the runner. */
+export interface DriverCommit { step: number, epoch: number, loss?: number }
+
+/** The runner's commit listeners of one driver: `on` is the driver's `onCommit`, `emit` tells them all. */
+export interface CommitFeed {
+  on(listener: (event: DriverCommit) => void): () => void
+  emit(event: DriverCommit): void
+}
+
+/** Creates a {@link CommitFeed}. */
+export function createCommitFeed (): CommitFeed {
+  const listeners = new Set<(event: DriverCommit) => void>()
+  return {
+    on (listener) {
+      listeners.add(listener)
+      return () => { listeners.delete(listener) }
+    },
+    emit (event) { for (const l of listeners) l(event) }
+  }
 }

@@ -34,7 +34,7 @@ import {
 import { createReplicaMembership, type ReplicaMembership } from '@phalanx/coordinator'
 import { createMembershipClient, createOuterOptimizer, type MembershipClient, type OuterOptimizer } from '@phalanx/optim'
 import { createMemoryNetwork, memoryTransport } from '@phalanx/transport/memory'
-import { kindConfig, noise } from './chaos-kind-config.js'
+import { createCommitFeed, kindConfig, noise } from './chaos-kind-config.js'
 
 /** `job.config` of a NoLoCo scenario: the chaos scenario schema's type (defaults filled in). */
 export type NolocoScenarioConfig = NolocoJobConfig
@@ -85,7 +85,7 @@ export function createNolocoDriver (init: NolocoDriverInit = {}, components: Nol
   let committed = 0
   let lastLoss: number | undefined
   let failure: Error | undefined
-  const commitListeners = new Set<(e: { step: number, epoch: number, loss?: number }) => void>()
+  const commits = createCommitFeed()
   const recoveries: DriverRecovery[] = []
   /** Losses seen by the membership service whose first full round after is not yet committed. */
   const pending: Array<{ peers: string[], killedAt: number, detectedAt: number, step: number }> = []
@@ -137,7 +137,7 @@ export function createNolocoDriver (init: NolocoDriverInit = {}, components: Nol
         const detectMs = Math.max(0, p.detectedAt - p.killedAt)
         recoveries.push({ reason: 'replica lost: membership view without it', peers: p.peers, step: p.step, detectMs, quorumMs: 0, firstCommitMs: now - p.detectedAt, totalMs: now - p.killedAt })
       }
-      for (const l of commitListeners) l({ step, epoch: membership?.version ?? 0, loss: lastLoss })
+      commits.emit({ step, epoch: membership?.version ?? 0, loss: lastLoss })
     }
     if (committed >= spec.steps && phase === 'running') {
       phase = 'done'
@@ -270,10 +270,7 @@ export function createNolocoDriver (init: NolocoDriverInit = {}, components: Nol
       }
     },
 
-    onCommit (listener) {
-      commitListeners.add(listener)
-      return () => { commitListeners.delete(listener) }
-    },
+    onCommit: commits.on,
 
     recoveries: () => [...recoveries],
 

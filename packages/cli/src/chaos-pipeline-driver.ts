@@ -34,7 +34,7 @@ import { createStageRegistry } from '@phalanx/coordinator'
 import { createLocalPipeline, pipelineGraph, type LocalPipeline, type RecoveryEvent, type StageLostEvent } from '@phalanx/pipeline'
 import { charCorpus, selectBackend, type CharCorpus, type SequenceBatch } from '@phalanx/tfjs'
 import { createMemoryNetwork, memoryTransport } from '@phalanx/transport/memory'
-import { kindConfig } from './chaos-kind-config.js'
+import { createCommitFeed, kindConfig } from './chaos-kind-config.js'
 
 /** `job.config` of a pipeline scenario: the chaos scenario schema's type (defaults filled in). */
 export type PipelineScenarioConfig = PipelineJobConfig
@@ -108,7 +108,7 @@ export function createPipelineDriver (init: PipelineDriverInit = {}, components:
   let committed = 0
   let lastLoss: number | undefined
   const lifetime = new AbortController()
-  const commitListeners = new Set<(e: { step: number, epoch: number, loss?: number }) => void>()
+  const commits = createCommitFeed()
   const recoveries: PipelineRecovery[] = []
   /** When each replica was killed (detection time is measured from it). */
   const killedAt = new Map<string, number>()
@@ -148,7 +148,7 @@ export function createPipelineDriver (init: PipelineDriverInit = {}, components:
       committed = report.step + 1
       lastLoss = report.loss
       refreshKnown()
-      for (const l of commitListeners) l({ step: report.step, epoch: p.controller.epoch, loss: report.loss })
+      commits.emit({ step: report.step, epoch: p.controller.epoch, loss: report.loss })
     }
     phase = 'done'
     return await outcome()
@@ -262,10 +262,7 @@ export function createPipelineDriver (init: PipelineDriverInit = {}, components:
       }
     },
 
-    onCommit (listener) {
-      commitListeners.add(listener)
-      return () => { commitListeners.delete(listener) }
-    },
+    onCommit: commits.on,
 
     recoveries: () => [...recoveries],
 
